@@ -1,0 +1,108 @@
+"""Writing and loading bundles. A bundle is built in a temp dir next to its destination
+and renamed into place, so a failed export leaves nothing half-written behind, and an
+existing bundle is only replaced with ``force``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from eecompile.bundle.manifest import MANIFEST_NAME, SCHEMA_VERSION, GraphSpec, Manifest
+from eecompile.errors import BundleError, ChecksumError, OutputPathError, SchemaVersionError
+from eecompile.util import atomic_write_text, sha256_file
+
+
+@dataclass
+class Bundle:
+    root: Path
+    manifest: Manifest
+
+    def path_of(self, graph: GraphSpec) -> Path:
+        return self.root / graph.file
+
+    def save_manifest(self) -> None:
+        """Rewrite manifest.json atomically (e.g. after changing thresholds)."""
+        atomic_write_text(self.root / MANIFEST_NAME, json.dumps(self.manifest.to_dict(), indent=2))
+
+
+def check_output_dir(out_dir: str | os.PathLike, force: bool) -> Path:
+    """Fail early, before any work, when ``out_dir`` cannot take a new bundle."""
+    out = Path(out_dir)
+    if out.exists() and not force:
+        raise OutputPathError(f"{out} already exists", hint="pass --force to replace it, or choose another -o")
+    if out.exists() and not out.is_dir():
+        raise OutputPathError(f"{out} exists and is not a directory", hint="choose another -o")
+    parent = out.resolve().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputPathError(f"cannot create {parent}: {exc.strerror}", hint="choose a writable -o") from exc
+    if not os.access(parent, os.W_OK):
+        raise OutputPathError(f"{parent} is not writable", hint="choose a writable -o")
+    return out
+
+
+def staging_dir(out_dir: Path) -> Path:
+    """A fresh temp dir on the same filesystem as ``out_dir`` (so the final rename is atomic)."""
+    parent = out_dir.resolve().parent
+    return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=parent))
+
+
+def commit_bundle(staging: Path, manifest: Manifest, out_dir: Path, force: bool) -> Bundle:
+    """Write the manifest into ``staging`` and move it to ``out_dir`` (replacing it with ``force``)."""
+    atomic_write_text(staging / MANIFEST_NAME, json.dumps(manifest.to_dict(), indent=2))
+    out_dir = check_output_dir(out_dir, force)
+    backup = None
+    if out_dir.exists():
+        backup = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        os.replace(out_dir, backup)
+    try:
+        os.replace(staging, out_dir)
+    except OSError:
+        if backup is not None:
+            os.replace(backup, out_dir)
+        raise
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)
+    return Bundle(out_dir, manifest)
+
+
+def load_bundle(path: str | os.PathLike, verify: bool = True) -> Bundle:
+    """Load a bundle directory; check its schema version and (with ``verify``) every checksum."""
+    root = Path(path)
+    mpath = root / MANIFEST_NAME
+    if not root.is_dir():
+        raise BundleError(f"{root} is not a bundle directory", hint="pass the -o directory of eecompile export")
+    if not mpath.is_file():
+        raise BundleError(f"{root} has no {MANIFEST_NAME}", hint="the bundle is incomplete; re-export it")
+    try:
+        raw = json.loads(mpath.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{mpath} is not valid JSON: {exc}", hint="re-export the bundle") from exc
+    if not isinstance(raw, dict) or "schema_version" not in raw:
+        raise BundleError(f"{mpath} has no schema_version", hint="re-export the bundle")
+    if raw["schema_version"] != SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"{mpath} has schema version {raw['schema_version']}, this eecompile reads {SCHEMA_VERSION}",
+            hint="re-export the bundle with this eecompile, or use the eecompile version that wrote it")
+    manifest = Manifest.from_dict(raw)
+    bundle = Bundle(root, manifest)
+    for stage in manifest.stages:
+        for graph in stage.graphs:
+            fpath = bundle.path_of(graph)
+            if not fpath.is_file():
+                raise BundleError(f"stage {stage.stage_idx}: {graph.file} is missing from {root}",
+                                  hint="the bundle is incomplete; re-export it")
+            if verify:
+                size = fpath.stat().st_size
+                digest = sha256_file(fpath)
+                if digest != graph.sha256:
+                    detail = f"size {size} != {graph.size_bytes}" if size != graph.size_bytes else "content differs"
+                    raise ChecksumError(f"stage {stage.stage_idx}: {graph.file} fails its sha256 check ({detail})",
+                                        hint="the file is corrupt or truncated; re-export or re-copy the bundle")
+    return bundle

@@ -1,0 +1,146 @@
+"""The bundle manifest: a versioned JSON description of every stage model in a bundle.
+
+Layouts: tensors carry ``perm_from_torch``, the permutation that takes the PyTorch
+layout of a tensor (NCHW) to its exported layout (NHWC for TFLite 4-D tensors), so a
+runtime never has to guess. Quantized tensors carry ``quant`` (scale, zero point); an
+input whose producer was quantized differently carries ``requant_from``: the runtime
+requantizes ``q2 = clip(round((q1 - z1) * s1 / s2) + z2)`` before feeding it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from eecompile.errors import BundleError
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+GRAPH_KINDS = ("fused", "segment", "head")
+TENSOR_ROLES = ("input", "state", "logits")
+
+
+@dataclass
+class QuantParams:
+    scale: float
+    zero_point: int
+
+
+@dataclass
+class TensorSpec:
+    """One input or output of a stage graph, in the graph's own (exported) layout."""
+
+    name: str
+    role: str  # "input" (model input), "state" (between stages), "logits" (exit)
+    shape: list[int]  # exported shape, batch first
+    dtype: str  # numpy dtype name: "int8", "float32", "float16"
+    perm_from_torch: list[int]  # exported = torch_tensor.permute(perm_from_torch)
+    index: int = -1  # backend tensor index (TFLite) or position (ONNX)
+    quant: QuantParams | None = None
+    requant_from: QuantParams | None = None  # inputs: producer's quant params when they differ
+
+    @property
+    def torch_shape(self) -> list[int]:
+        inv = [0] * len(self.perm_from_torch)
+        for i, p in enumerate(self.perm_from_torch):
+            inv[p] = i
+        return [self.shape[inv[i]] for i in range(len(self.shape))]
+
+
+@dataclass
+class GraphSpec:
+    """One model file: a fused stage (segment + head), or a segment / head exported alone."""
+
+    kind: str
+    file: str
+    sha256: str
+    size_bytes: int
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    signature: str | None = None
+
+
+@dataclass
+class StageSpec:
+    stage_idx: int
+    exit_idx: int
+    graphs: list[GraphSpec]
+    macs: int
+    n_params: int
+
+
+@dataclass
+class ExitSpec:
+    exit_idx: int
+    stage_idx: int
+    n_classes: int
+    class_names: list[str]
+    policy: str
+    threshold: float
+
+
+@dataclass
+class Manifest:
+    name: str
+    target: str
+    model_source: str
+    input: list[TensorSpec]
+    stages: list[StageSpec]
+    exits: list[ExitSpec]
+    tool_versions: dict[str, str]
+    created_utc: str
+    eecompile_version: str
+    calibration: dict[str, Any] = field(default_factory=dict)
+    boundaries: list[dict[str, Any]] = field(default_factory=list)
+    validation: dict[str, Any] | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def n_exits(self) -> int:
+        return len(self.exits)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Manifest":
+        try:
+            return cls(
+                name=d["name"], target=d["target"], model_source=d["model_source"],
+                input=[_tensor(t) for t in d["input"]],
+                stages=[_stage(s) for s in d["stages"]],
+                exits=[ExitSpec(**e) for e in d["exits"]],
+                tool_versions=dict(d["tool_versions"]), created_utc=d["created_utc"],
+                eecompile_version=d["eecompile_version"], calibration=d.get("calibration", {}),
+                boundaries=list(d.get("boundaries", [])), validation=d.get("validation"),
+                schema_version=int(d["schema_version"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"manifest is malformed: {type(exc).__name__}: {exc}",
+                              hint="re-export the bundle with eecompile export") from exc
+
+
+def _quant(d: dict | None) -> QuantParams | None:
+    return None if d is None else QuantParams(float(d["scale"]), int(d["zero_point"]))
+
+
+def _tensor(d: dict) -> TensorSpec:
+    if d["role"] not in TENSOR_ROLES:
+        raise ValueError(f"tensor role {d['role']!r}")
+    return TensorSpec(name=d["name"], role=d["role"], shape=[int(x) for x in d["shape"]], dtype=d["dtype"],
+                      perm_from_torch=[int(x) for x in d["perm_from_torch"]], index=int(d["index"]),
+                      quant=_quant(d.get("quant")), requant_from=_quant(d.get("requant_from")))
+
+
+def _graph(d: dict) -> GraphSpec:
+    if d["kind"] not in GRAPH_KINDS:
+        raise ValueError(f"graph kind {d['kind']!r}")
+    return GraphSpec(kind=d["kind"], file=d["file"], sha256=d["sha256"], size_bytes=int(d["size_bytes"]),
+                     inputs=[_tensor(t) for t in d["inputs"]], outputs=[_tensor(t) for t in d["outputs"]],
+                     signature=d.get("signature"))
+
+
+def _stage(d: dict) -> StageSpec:
+    return StageSpec(stage_idx=int(d["stage_idx"]), exit_idx=int(d["exit_idx"]),
+                     graphs=[_graph(g) for g in d["graphs"]], macs=int(d["macs"]), n_params=int(d["n_params"]))

@@ -1,0 +1,190 @@
+"""Datasets: Fashion-MNIST (IDX files, Debian ``dataset-fashion-mnist``), sklearn digits, .npy/.npz.
+
+Every loader returns float32 NCHW images in [0, 1] and int64 labels. Splits are
+``train`` / ``val`` / ``test``; ``val`` is a seeded hold-out carved from the training
+data so that thresholds are never chosen on the test split.
+
+A data spec is ``NAME[:SPLIT[:N]]`` (``fashion-mnist:val:1000``) or a path to a
+``.npy`` (inputs only) or ``.npz`` (keys ``x`` and optionally ``y``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from eecompile.errors import DataError
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat",
+                   "sandal", "shirt", "sneaker", "bag", "ankle-boot"]
+SPLITS = ("train", "val", "test")
+_SEED = 20261123
+
+
+@dataclass
+class Dataset:
+    """Inputs (float32, NCHW) and optional int64 labels."""
+
+    x: np.ndarray
+    y: np.ndarray | None
+    class_names: list[str]
+    name: str
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def take(self, n: int | None) -> "Dataset":
+        if n is None or n >= len(self):
+            return self
+        y = None if self.y is None else self.y[:n]
+        return Dataset(self.x[:n], y, self.class_names, f"{self.name}[:{n}]")
+
+
+def _read_idx(path: Path, header_bytes: int) -> np.ndarray:
+    try:
+        with gzip.open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise DataError(
+            f"Fashion-MNIST file {path} not found",
+            hint="apt-get install -y dataset-fashion-mnist, or pass --data-dir with the IDX .gz files",
+        ) from None
+    except (OSError, EOFError) as exc:
+        raise DataError(f"cannot read {path}: {exc}", hint="the file is corrupt; reinstall the dataset") from exc
+    return np.frombuffer(raw, dtype=np.uint8, offset=header_bytes)
+
+
+def _split_train(n: int, n_val: int) -> tuple[np.ndarray, np.ndarray]:
+    perm = np.random.default_rng(_SEED).permutation(n)
+    return perm[n_val:], perm[:n_val]
+
+
+def load_fashion_mnist(split: str, data_dir: str | os.PathLike | None = None) -> Dataset:
+    root = Path(data_dir) if data_dir else Path(os.environ.get("EECOMPILE_FMNIST_DIR", FASHION_MNIST_DIR))
+    prefix = "t10k" if split == "test" else "train"
+    images = _read_idx(root / f"{prefix}-images-idx3-ubyte.gz", 16)
+    labels = _read_idx(root / f"{prefix}-labels-idx1-ubyte.gz", 8).astype(np.int64)
+    if images.size != labels.size * 28 * 28:
+        raise DataError(f"{root}: {images.size} pixels for {labels.size} labels",
+                        hint="the IDX files are truncated or do not belong together")
+    x = images.reshape(-1, 1, 28, 28).astype(np.float32) / 255.0
+    if split != "test":
+        train_idx, val_idx = _split_train(len(labels), 5000)
+        idx = train_idx if split == "train" else val_idx
+        x, labels = x[idx], labels[idx]
+    return Dataset(x, labels, list(FASHION_CLASSES), f"fashion-mnist:{split}")
+
+
+def load_digits(split: str, data_dir: str | os.PathLike | None = None) -> Dataset:
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    bunch = sk_load_digits()
+    x = (bunch.images.astype(np.float32) / 16.0).reshape(-1, 1, 8, 8)
+    y = bunch.target.astype(np.int64)
+    perm = np.random.default_rng(_SEED).permutation(len(y))
+    parts = {"test": perm[:300], "val": perm[300:600], "train": perm[600:]}
+    idx = parts[split]
+    return Dataset(x[idx], y[idx], [str(i) for i in range(10)], f"digits:{split}")
+
+
+DATASETS = {"fashion-mnist": load_fashion_mnist, "digits": load_digits}
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    name: str | None  # built-in dataset name, or None for a file
+    split: str
+    n: int | None
+    path: Path | None
+
+    def __str__(self) -> str:
+        if self.path is not None:
+            return str(self.path)
+        return f"{self.name}:{self.split}" + (f":{self.n}" if self.n else "")
+
+
+def parse_data_spec(spec: str, default_split: str = "train") -> DataSpec:
+    """Parse ``NAME[:SPLIT[:N]]`` or a ``.npy``/``.npz`` path."""
+    if spec.endswith((".npy", ".npz")):
+        return DataSpec(None, "file", None, Path(spec))
+    parts = spec.split(":")
+    name = parts[0]
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}",
+                        hint=f"use one of {sorted(DATASETS)}, NAME:SPLIT:N, or a .npy/.npz file")
+    split = parts[1] if len(parts) > 1 and parts[1] else default_split
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r} in {spec!r}", hint=f"use one of {', '.join(SPLITS)}")
+    n = None
+    if len(parts) > 2:
+        try:
+            n = int(parts[2])
+        except ValueError:
+            raise DataError(f"sample count {parts[2]!r} in {spec!r} is not an integer",
+                            hint="write e.g. fashion-mnist:train:512") from None
+        if n <= 0:
+            raise DataError(f"sample count must be positive, got {n}", hint="write e.g. fashion-mnist:train:512")
+    if len(parts) > 3:
+        raise DataError(f"cannot parse data spec {spec!r}", hint="write NAME[:SPLIT[:N]], e.g. digits:val:200")
+    return DataSpec(name, split, n, None)
+
+
+def _load_file(path: Path) -> Dataset:
+    if not path.exists():
+        raise DataError(f"data file {path} does not exist", hint="check the path")
+    try:
+        obj = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(f"cannot read {path}: {exc}", hint="save inputs with numpy.save / numpy.savez") from exc
+    if isinstance(obj, np.ndarray):
+        return Dataset(obj, None, [], str(path))
+    with obj:
+        if "x" not in obj.files:
+            raise DataError(f"{path} has keys {obj.files}, no 'x'", hint="np.savez(path, x=inputs, y=labels)")
+        x = obj["x"]
+        y = obj["y"].astype(np.int64) if "y" in obj.files else None
+    if y is not None and len(y) != len(x):
+        raise DataError(f"{path}: {len(x)} inputs but {len(y)} labels", hint="give one label per input")
+    return Dataset(x, y, [], str(path))
+
+
+def load_data(spec: str | DataSpec, default_split: str = "train",
+              data_dir: str | os.PathLike | None = None) -> Dataset:
+    """Load a data spec (see module docstring)."""
+    if isinstance(spec, str):
+        spec = parse_data_spec(spec, default_split)
+    if spec.path is not None:
+        return _load_file(spec.path)
+    assert spec.name is not None
+    return DATASETS[spec.name](spec.split, data_dir).take(spec.n)
+
+
+def check_inputs(x: np.ndarray, input_shape: tuple[int, ...], what: str, min_samples: int = 1) -> np.ndarray:
+    """Check a batch of model inputs: float32, shape ``(N, *input_shape)``, finite, enough samples."""
+    if not isinstance(x, np.ndarray):
+        raise DataError(f"{what}: expected a numpy array, got {type(x).__name__}", hint="pass a numpy array")
+    if x.ndim == len(input_shape) and tuple(x.shape) == tuple(input_shape):
+        x = x[None]
+    if tuple(x.shape[1:]) != tuple(input_shape):
+        raise DataError(
+            f"{what}: shape {tuple(x.shape)} does not match the model input (N, {', '.join(map(str, input_shape))})",
+            hint="inputs are NCHW like the PyTorch model; transpose NHWC data with x.transpose(0, 3, 1, 2)",
+        )
+    if x.dtype != np.float32:
+        if x.dtype == np.float64:
+            x = x.astype(np.float32)
+        else:
+            raise DataError(f"{what}: dtype {x.dtype}, expected float32",
+                            hint="scale integer images to float32, e.g. x.astype(np.float32) / 255")
+    if not np.isfinite(x).all():
+        bad = int((~np.isfinite(x)).any(axis=tuple(range(1, x.ndim))).sum())
+        raise DataError(f"{what}: {bad} sample(s) contain NaN or inf", hint="clean or drop those samples")
+    if x.shape[0] < min_samples:
+        raise DataError(f"{what}: {x.shape[0]} samples, at least {min_samples} needed",
+                        hint=f"give at least {min_samples} representative samples")
+    return x

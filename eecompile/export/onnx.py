@@ -1,0 +1,37 @@
+"""torch -> ONNX for one stage graph (legacy TorchScript exporter, opset 17: fast and exact)."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import torch
+
+from eecompile.errors import ExportError, UnsupportedOpError
+
+OPSET = 17
+
+
+def export_onnx(module: torch.nn.Module, example: tuple[torch.Tensor, ...], input_names: list[str],
+                output_names: list[str], path: Path, dynamic_batch: bool, stage_idx: int) -> None:
+    axes = {n: {0: "batch"} for n in input_names + output_names} if dynamic_batch else None
+    try:
+        with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, example, str(path), input_names=input_names, output_names=output_names,
+                              opset_version=OPSET, dynamo=False, dynamic_axes=axes, do_constant_folding=True)
+    except Exception as exc:  # torch.onnx raises many untyped errors; classify the ones users hit
+        msg = str(exc)
+        if "adaptive_avg_pool2d" in msg or "not factor of input size" in msg:
+            raise UnsupportedOpError(
+                f"stage {stage_idx}: AdaptiveAvgPool2d with an output size that does not divide the input "
+                f"size cannot be exported to ONNX ({msg.splitlines()[0]})",
+                hint="use AdaptiveAvgPool2d(1) (global pooling) or a fixed AvgPool2d(kernel, stride) in this stage",
+            ) from exc
+        if "Unsupported" in msg or "not supported" in msg or "Exporting the operator" in msg:
+            raise UnsupportedOpError(f"stage {stage_idx}: an op cannot be exported to ONNX: {msg.splitlines()[0]}",
+                                     hint="replace the op with a supported one in this stage") from exc
+        raise ExportError(f"stage {stage_idx}: torch.onnx.export failed: {type(exc).__name__}: {msg.splitlines()[0]}",
+                          hint="check that the stage runs under torch.jit.trace") from exc

@@ -1,0 +1,240 @@
+"""``export()``: a multi-exit PyTorch model -> a validated bundle of per-stage graphs.
+
+For int8, stage k is calibrated on the states it really receives: the representative
+inputs propagated through the already-converted int8 stages 0..k-1 (dequantized). The
+boundary between stages is then measured; where the producer's and consumer's quant
+params differ, the consumer input records ``requant_from`` and both runtimes apply it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from eecompile.bundle.io import Bundle, check_output_dir, commit_bundle, staging_dir
+from eecompile.bundle.manifest import ExitSpec, GraphSpec, Manifest, StageSpec, TensorSpec
+from eecompile.data.datasets import Dataset, check_inputs
+from eecompile.errors import EecompileError, ExportError
+from eecompile.export.onnx import export_onnx
+from eecompile.export.stages import StageGraph, count_macs_params
+from eecompile.export.validate import Tolerances, validate_bundle
+from eecompile.model.contract import EarlyExitModel
+from eecompile.runtime.backends import open_graph
+from eecompile.runtime.policies import DEFAULT_THRESHOLDS, make_policy
+from eecompile.runtime.quant import needs_requant, to_graph_input, to_torch_layout
+from eecompile.util import sha256_file
+
+TARGETS = {"tflite-int8": "int8", "tflite-fp16": "fp16", "tflite-fp32": "fp32", "onnx": "onnx"}
+MIN_CALIB_SAMPLES = 32
+TOOLS = ("eecompile", "torch", "onnx", "onnx2tf", "tensorflow", "ai-edge-litert", "onnxruntime", "numpy")
+
+
+@dataclass
+class ExportOptions:
+    split_heads: bool = False  # export each exit head as its own graph
+    policy: str = "max-prob"
+    threshold: float | list[float] | None = None
+    onnxsim: str = "auto"  # "auto" | "on" | "off"
+    allow_mismatch: bool = False
+    force: bool = False
+    quiet: bool = False
+    model_source: str = ""
+
+
+def tool_versions() -> dict[str, str]:
+    out = {}
+    for name in TOOLS:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def _names(prefix: str, n: int) -> list[str]:
+    return [f"{prefix}_{i}" for i in range(n)]
+
+
+def _run_int8_graph(path: Path, graph: GraphSpec, inputs_torch: list[np.ndarray]) -> list[np.ndarray]:
+    """Run a converted graph over calibration samples; return dequantized outputs in torch layout."""
+    runner = open_graph(path, graph, "litert")
+    feeds = [to_graph_input(a, spec) for a, spec in zip(inputs_torch, graph.inputs)]
+    outs: list[list[np.ndarray]] = [[] for _ in graph.outputs]
+    for i in range(feeds[0].shape[0]):
+        for j, o in enumerate(runner.run([f[i : i + 1] for f in feeds])):
+            outs[j].append(o.copy())
+    return [to_torch_layout(np.concatenate(o), spec) for o, spec in zip(outs, graph.outputs)]
+
+
+class _StageExporter:
+    def __init__(self, model: EarlyExitModel, target: str, staging: Path, work: Path, opts: ExportOptions) -> None:
+        self.model, self.target, self.staging, self.work, self.opts = model, target, staging, work, opts
+        self.precision = TARGETS[target]
+        self.float_checks: list[dict] = []  # onnx2tf float graph vs ONNX Runtime, per graph
+
+    def export_graph(self, k: int, kind: str, calib_in: list[np.ndarray], check_in: list[np.ndarray]) -> GraphSpec:
+        module = StageGraph(self.model, k, kind).eval()
+        example = tuple(torch.from_numpy(a[:1]) for a in check_in)
+        with torch.no_grad():
+            out = module(*example)
+        outs = list(out) if isinstance(out, (tuple, list)) else [out]
+        in_role = "input" if k == 0 and kind != "head" else "state"
+        in_names = _names("input" if in_role == "input" else "state_in", len(example))
+        n_state_out = len(outs) - (0 if kind == "segment" else 1)
+        out_names = _names("state_out", n_state_out) + ([] if kind == "segment" else ["logits"])
+        out_roles = ["state"] * n_state_out + ([] if kind == "segment" else ["logits"])
+        stem = f"stage{k}" + ("" if kind == "fused" else f"_{kind}")
+        onnx_path = (self.staging if self.precision == "onnx" else self.work) / f"{stem}.onnx"
+        export_onnx(module, example, in_names, out_names, onnx_path, dynamic_batch=self.precision == "onnx",
+                    stage_idx=k)
+        torch_in = [(n, in_role, list(t.shape)) for n, t in zip(in_names, example)]
+        torch_out = [(n, r, list(t.shape)) for n, r, t in zip(out_names, out_roles, outs)]
+        if self.precision == "onnx":
+            ident = lambda shp: list(range(len(shp)))  # noqa: E731
+            inputs = [TensorSpec(n, r, [-1] + s[1:], "float32", ident(s), i) for i, (n, r, s) in enumerate(torch_in)]
+            outputs = [TensorSpec(n, r, [-1] + s[1:], "float32", ident(s), i) for i, (n, r, s) in enumerate(torch_out)]
+            file = onnx_path.name
+            signature = None
+        else:
+            from eecompile.export.tflite import convert_stage
+
+            g = convert_stage(onnx_path, self.work, self.precision, k, torch_in, torch_out, calib_in, check_in[:4],
+                              self.opts.onnxsim)
+            file = f"{stem}.tflite"
+            (self.staging / file).write_bytes(g.data)
+            inputs, outputs, signature = g.inputs, g.outputs, g.signature
+            self.float_checks.append({"graph": file, "rel_err": g.float_check_rel_err, "onnxsim": g.used_onnxsim})
+        path = self.staging / file
+        return GraphSpec(kind=kind, file=file, sha256=sha256_file(path), size_bytes=path.stat().st_size,
+                         inputs=inputs, outputs=outputs, signature=signature)
+
+
+def _boundary(producer: GraphSpec, consumer: GraphSpec, label: str) -> list[dict]:
+    """Compare producer state outputs with consumer inputs; set ``requant_from`` where needed."""
+    rows = []
+    states = [t for t in producer.outputs if t.role == "state"]
+    for out, inp in zip(states, consumer.inputs):
+        if out.quant is None or inp.quant is None:
+            continue
+        s1, s2 = out.quant.scale, inp.quant.scale
+        requant = needs_requant(out.quant, inp.quant)
+        if requant:
+            inp.requant_from = out.quant
+        rows.append({"boundary": label, "tensor": inp.name, "out_scale": s1, "out_zero_point": out.quant.zero_point,
+                     "in_scale": s2, "in_zero_point": inp.quant.zero_point, "rel_scale_diff": abs(s1 / s2 - 1.0),
+                     "max_level_shift": 255 * abs(s1 / s2 - 1.0), "requantize": requant})
+    return rows
+
+
+def export(model: EarlyExitModel, target: str, calib: Dataset | np.ndarray, out_dir: str | os.PathLike,
+           val_data: Dataset | None = None, options: ExportOptions | None = None,
+           tolerances: Tolerances | None = None) -> Bundle:
+    """Export ``model`` for ``target`` into the bundle directory ``out_dir`` and validate it.
+
+    Raises ToleranceError (with every failing check) unless ``options.allow_mismatch``;
+    on any error nothing is left at ``out_dir`` (an existing bundle there is kept).
+    """
+    opts = options or ExportOptions()
+    if target not in TARGETS:
+        raise EecompileError(f"unknown target {target!r}", hint=f"use one of {', '.join(TARGETS)}")
+    out = check_output_dir(out_dir, opts.force)
+    calib_ds = calib if isinstance(calib, Dataset) else Dataset(calib, None, [], "array")
+    min_n = MIN_CALIB_SAMPLES if TARGETS[target] == "int8" else 4
+    x = check_inputs(calib_ds.x, model.input_shapes[0], "calibration data", min_samples=min_n)
+    held_out_from_calib = False
+    if val_data is None:
+        n_val = max(4, len(x) // 4)
+        val_data = Dataset(x[-n_val:], None if calib_ds.y is None else calib_ds.y[-n_val:], [], "calib hold-out")
+        x = x[:-n_val]
+        held_out_from_calib = True
+        if len(x) < min_n:
+            raise EecompileError(f"{len(x)} calibration samples left after holding out {n_val} for validation",
+                                 hint="pass --val-data, or more calibration samples")
+    threshold = opts.threshold if opts.threshold is not None else DEFAULT_THRESHOLDS.get(opts.policy, 0.9)
+    policy = make_policy(opts.policy, threshold, model.n_stages)  # checks name and range before any work
+    model.eval()
+
+    staging = staging_dir(out)
+    work = Path(tempfile.mkdtemp(prefix="eecompile-work-"))
+    try:
+        exporter = _StageExporter(model, target, staging, work, opts)
+        stages, boundaries = _export_stages(model, exporter, x, opts)
+        exits = [ExitSpec(exit_idx=k, stage_idx=k, n_classes=model.n_classes, class_names=model.class_names,
+                          policy=policy.name, threshold=policy.thresholds[k]) for k in range(model.n_stages)]
+        first = stages[0].graphs[0]
+        manifest = Manifest(
+            name=model.name, target=target, model_source=opts.model_source,
+            input=[t for t in first.inputs], stages=stages, exits=exits, tool_versions=tool_versions(),
+            created_utc=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            eecompile_version=tool_versions()["eecompile"],
+            calibration={"data": calib_ds.name, "n_samples": int(len(x)), "propagated": "exported stages"
+                         if TARGETS[target] == "int8" else "not used", "float_checks": exporter.float_checks},
+            boundaries=boundaries)
+        bundle = Bundle(staging, manifest)
+        report = validate_bundle(bundle, model, val_data, tolerances, quiet=opts.quiet)
+        manifest.validation = report.to_dict()
+        manifest.validation["data"] = val_data.name + (" (held out from calibration data)" if held_out_from_calib else "")
+        if report.failures and not opts.allow_mismatch:
+            raise report.error()
+        return commit_bundle(staging, manifest, out, opts.force)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _export_stages(model: EarlyExitModel, exporter: _StageExporter, x: np.ndarray,
+                   opts: ExportOptions) -> tuple[list[StageSpec], list[dict]]:
+    int8 = exporter.precision == "int8"
+    ref_state = [x]  # float PyTorch states (torch layout): for float checks and MAC counts
+    calib_state = [x]  # states the stage really receives (int8: from the converted stages)
+    stages: list[StageSpec] = []
+    boundaries: list[dict] = []
+    prev_producer: GraphSpec | None = None
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, disable=opts.quiet) as progress:
+        task = progress.add_task(f"export {model.name} -> {exporter.target}", total=model.n_stages)
+        for k in range(model.n_stages):
+            with torch.no_grad():
+                ref_t = tuple(torch.from_numpy(a) for a in ref_state)
+                new_ref, _ = model.forward_stage(k, *ref_t)
+            macs, n_params = count_macs_params(StageGraph(model, k, "fused"), ref_t)
+            graphs: list[GraphSpec] = []
+            if opts.split_heads:
+                seg = exporter.export_graph(k, "segment", calib_state, ref_state)
+                seg_out = _run_int8_graph(staging_of(exporter, seg), seg, calib_state) if int8 else None
+                head_calib = seg_out if int8 else [t.numpy() for t in new_ref]
+                head = exporter.export_graph(k, "head", head_calib, [t.numpy() for t in new_ref])
+                boundaries += _boundary(seg, head, f"stage {k} segment -> head")
+                graphs = [seg, head]
+                producer = seg
+                next_calib = seg_out
+            else:
+                fused = exporter.export_graph(k, "fused", calib_state, ref_state)
+                graphs = [fused]
+                producer = fused
+                next_calib = None
+                if int8 and k < model.n_stages - 1:
+                    next_calib = _run_int8_graph(staging_of(exporter, fused), fused, calib_state)[:-1]
+            if prev_producer is not None:
+                boundaries += _boundary(prev_producer, graphs[0], f"stage {k - 1} -> stage {k}")
+            prev_producer = producer
+            stages.append(StageSpec(stage_idx=k, exit_idx=k, graphs=graphs, macs=macs, n_params=n_params))
+            ref_state = [t.numpy() for t in new_ref]
+            calib_state = next_calib if int8 and next_calib is not None else ref_state
+            progress.advance(task)
+    if not stages:
+        raise ExportError("no stages exported", hint="the model has no segments")
+    return stages, boundaries
+
+
+def staging_of(exporter: _StageExporter, graph: GraphSpec) -> Path:
+    return exporter.staging / graph.file

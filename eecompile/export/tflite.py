@@ -1,0 +1,211 @@
+"""ONNX -> TFLite for one stage graph: onnx2tf (in process) to a SavedModel, then
+``tf.lite.TFLiteConverter`` restricted to builtin ops, so an op that would need TF
+Select (Flex) kernels fails loudly instead of producing a model a device cannot run.
+
+onnxsim: ``auto`` converts without it (fast), checks the float SavedModel against ONNX
+Runtime on real inputs, and reconverts with onnxsim when they disagree (onnx2tf
+mis-converts some graphs, e.g. explicit padding layers, without it).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import shutil
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from eecompile.bundle.manifest import QuantParams, TensorSpec
+from eecompile.errors import ExportError, UnsupportedOpError
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+PRECISIONS = ("int8", "fp16", "fp32")
+FLOAT_CHECK_REL_TOL = 1e-3
+
+
+@dataclass
+class TFLiteGraph:
+    data: bytes
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    signature: str
+    used_onnxsim: bool
+    float_check_rel_err: float
+
+
+def infer_perm(torch_shape: list[int], exported_shape: list[int], what: str) -> list[int]:
+    """The permutation onnx2tf applied to a tensor: channel-last for rank 3/4, else identity."""
+    rank = len(torch_shape)
+    candidates = []
+    if rank == 4:
+        candidates.append([0, 2, 3, 1])
+    elif rank == 3:
+        candidates.append([0, 2, 1])
+    candidates.append(list(range(rank)))
+    for perm in candidates:
+        if [torch_shape[p] for p in perm] == list(exported_shape):
+            return perm
+    raise ExportError(f"{what}: exported shape {exported_shape} is no layout of the PyTorch shape {torch_shape}",
+                      hint="onnx2tf changed the tensor's shape; report this model to eecompile")
+
+
+def _onnx2tf(onnx_path: Path, out_dir: Path, use_onnxsim: bool, stage_idx: int):
+    import onnx2tf
+
+    shutil.rmtree(out_dir, ignore_errors=True)
+    sink = io.StringIO()
+    logging.getLogger("onnx2tf").setLevel(logging.ERROR)
+    try:
+        with redirect_stdout(sink), redirect_stderr(sink):
+            model = onnx2tf.convert(input_onnx_file_path=str(onnx_path), output_folder_path=str(out_dir),
+                                    not_use_onnxsim=not use_onnxsim, output_signaturedefs=True,
+                                    copy_onnx_input_output_names_to_tflite=True, non_verbose=True)
+    except SystemExit as exc:  # onnx2tf exits the process on conversion errors
+        tail = sink.getvalue().strip().splitlines()[-3:]
+        raise ExportError(f"stage {stage_idx}: onnx2tf failed: {' | '.join(tail)}",
+                          hint="try --onnxsim on, or simplify the stage's ops") from exc
+    except Exception as exc:  # onnx2tf raises arbitrary errors from its op converters
+        raise ExportError(f"stage {stage_idx}: onnx2tf failed: {type(exc).__name__}: {exc}",
+                          hint="try --onnxsim on, or simplify the stage's ops") from exc
+    if model is None or not (out_dir / "saved_model.pb").exists():
+        raise ExportError(f"stage {stage_idx}: onnx2tf wrote no SavedModel", hint="try --onnxsim on")
+    return model
+
+
+def _float_rel_err(float_tflite: Path, onnx_path: Path, sample: list[np.ndarray]) -> float:
+    """Max relative error between onnx2tf's float32 model and ONNX Runtime on ``sample`` (torch layout)."""
+    import onnxruntime as ort
+    from ai_edge_litert.interpreter import Interpreter
+
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    names = [i.name for i in sess.get_inputs()]
+    # onnx2tf's own float model has no signature: inputs keep their ONNX names, outputs are
+    # named Identity, Identity_1, ... in ONNX output order.
+    interp = Interpreter(model_path=str(float_tflite))
+    interp.allocate_tensors()
+    ins = {d["name"]: d for d in interp.get_input_details()}
+    outs = {d["name"]: d for d in interp.get_output_details()}
+    worst = 0.0
+    for i in range(sample[0].shape[0]):
+        feeds = {n: a[i : i + 1] for n, a in zip(names, sample)}
+        ref = sess.run(None, feeds)
+        for n, a in feeds.items():
+            d = ins[n]
+            interp.set_tensor(d["index"], np.ascontiguousarray(np.transpose(a, infer_perm(list(a.shape), list(d["shape"]), n))))
+        interp.invoke()
+        for j, r in enumerate(ref):
+            g = interp.get_tensor(outs["Identity" if j == 0 else f"Identity_{j}"]["index"])
+            g = np.transpose(g, np.argsort(infer_perm(list(r.shape), list(g.shape), "float check")))
+            worst = max(worst, float(np.abs(r - g).max() / (np.abs(r).max() + 1e-6)))
+    return worst
+
+
+def _convert(saved_model: Path, precision: str, representative: list[dict[str, np.ndarray]] | None,
+             stage_idx: int) -> bytes:
+    import tensorflow as tf
+
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+    if precision == "int8":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = lambda: iter(representative or [])
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = tf.int8
+        conv.inference_output_type = tf.int8
+    else:
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        if precision == "fp16":
+            conv.optimizations = [tf.lite.Optimize.DEFAULT]
+            conv.target_spec.supported_types = [tf.float16]
+    sink = io.StringIO()
+    try:
+        with redirect_stdout(sink), redirect_stderr(sink):
+            return conv.convert()
+    except Exception as exc:  # TF raises ConverterError and friends; classify by message
+        msg = str(exc)
+        if "Select TF" in msg or "not supported" in msg or "Flex" in msg or "quantiz" in msg.lower():
+            first = next((ln for ln in msg.splitlines() if "op" in ln.lower()), msg.splitlines()[0])
+            raise UnsupportedOpError(
+                f"stage {stage_idx}: an op has no TFLite builtin {precision} kernel ({first.strip()[:200]})",
+                hint="replace the op, or export this model with --target onnx") from exc
+        raise ExportError(f"stage {stage_idx}: TFLite conversion failed: {msg.splitlines()[0][:300]}",
+                          hint="report the model to eecompile") from exc
+
+
+def _io_specs(data: bytes, torch_in: list[tuple[str, str, list[int]]], torch_out: list[tuple[str, str, list[int]]],
+              stage_idx: int) -> tuple[list[TensorSpec], list[TensorSpec], str]:
+    """Read tensor indices, shapes, dtypes and quant params through the model's signature.
+
+    Outputs are named ``output_<i>`` in the order of the ONNX outputs; the order of
+    ``get_output_details()`` is not that order, so we go through the signature.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=data)
+    sigs = interp.get_signature_list()
+    if len(sigs) != 1:
+        raise ExportError(f"stage {stage_idx}: expected one signature, found {list(sigs)}",
+                          hint="report the model to eecompile")
+    sig = next(iter(sigs))
+    runner = interp.get_signature_runner(sig)
+    in_d, out_d = runner.get_input_details(), runner.get_output_details()
+
+    def spec(d: dict, name: str, role: str, torch_shape: list[int]) -> TensorSpec:
+        shape = [int(s) for s in d["shape"]]
+        scale, zp = d["quantization"]
+        q = QuantParams(float(scale), int(zp)) if scale != 0.0 else None
+        return TensorSpec(name=name, role=role, shape=shape, dtype=np.dtype(d["dtype"]).name,
+                          perm_from_torch=infer_perm(torch_shape, shape, f"stage {stage_idx} {name}"),
+                          index=int(d["index"]), quant=q)
+
+    try:
+        inputs = [spec(in_d[name], name, role, shp) for name, role, shp in torch_in]
+        outputs = [spec(out_d[f"output_{i}"], name, role, shp) for i, (name, role, shp) in enumerate(torch_out)]
+    except KeyError as exc:
+        raise ExportError(f"stage {stage_idx}: signature lacks {exc}; has {list(in_d)} -> {list(out_d)}",
+                          hint="report the model to eecompile") from exc
+    return inputs, outputs, sig
+
+
+def convert_stage(onnx_path: Path, work_dir: Path, precision: str, stage_idx: int,
+                  torch_in: list[tuple[str, str, list[int]]], torch_out: list[tuple[str, str, list[int]]],
+                  calib_inputs: list[np.ndarray], check_inputs: list[np.ndarray], onnxsim: str = "auto") -> TFLiteGraph:
+    """Convert one stage graph.
+
+    ``torch_in``/``torch_out``: (name, role, torch shape) per tensor, in ONNX order.
+    ``calib_inputs``: representative float inputs in torch layout (int8 only).
+    ``check_inputs``: a few float inputs in torch layout for the float SavedModel check.
+    """
+    if precision not in PRECISIONS:
+        raise ExportError(f"unknown precision {precision!r}", hint=f"use one of {PRECISIONS}")
+    attempts = {"auto": [False, True], "off": [False], "on": [True]}[onnxsim]
+    rel_err = float("inf")
+    used = False
+    saved = work_dir / f"saved_model_{stage_idx}"
+    for use_sim in attempts:
+        keras_model = _onnx2tf(onnx_path, saved, use_sim, stage_idx)
+        perms_in = [infer_perm(shp, [int(d) for d in t.shape], f"stage {stage_idx} {name}")
+                    for (name, _, shp), t in zip(torch_in, keras_model.inputs)]
+        float_tflite = saved / f"{onnx_path.stem}_float32.tflite"
+        rel_err = _float_rel_err(float_tflite, onnx_path, check_inputs)
+        used = use_sim
+        if rel_err <= FLOAT_CHECK_REL_TOL:
+            break
+    if rel_err > FLOAT_CHECK_REL_TOL:
+        raise ExportError(
+            f"stage {stage_idx}: onnx2tf's float graph differs from ONNX Runtime by {rel_err:.3g} (relative)"
+            f" even with onnxsim={'on' if used else 'off'}",
+            hint="simplify the stage (e.g. fold explicit padding into convolutions) or use --target onnx")
+    representative = None
+    if precision == "int8":
+        names = [n for n, _, _ in torch_in]
+        calib = [np.ascontiguousarray(np.transpose(a, p)) for a, p in zip(calib_inputs, perms_in)]
+        representative = [{n: a[i : i + 1] for n, a in zip(names, calib)} for i in range(len(calib[0]))]
+    data = _convert(saved, precision, representative, stage_idx)
+    inputs, outputs, sig = _io_specs(data, torch_in, torch_out, stage_idx)
+    shutil.rmtree(saved, ignore_errors=True)
+    return TFLiteGraph(data, inputs, outputs, sig, used, rel_err)

@@ -1,0 +1,128 @@
+"""Built-in multi-exit architectures. ``ZOO`` maps a name to an architecture + dataset + recipe.
+
+``dsnet``: a MobileNet-style CNN of depthwise-separable blocks with an exit after every
+stage (SDN-style heads: 1x1 conv, global average pool, linear). ``resnet``: a small
+residual CNN with a different layout (residual adds, strided 3x3 convs), so that tools
+are checked on more than one architecture.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from eecompile.model.contract import EarlyExitModel
+
+
+def _conv_bn(c_in: int, c_out: int, k: int, stride: int = 1, groups: int = 1) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, k, stride, k // 2, groups=groups, bias=False),
+            nn.BatchNorm2d(c_out), nn.ReLU6()]
+
+
+def ds_block(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
+    """Depthwise 3x3 + pointwise 1x1, each with BatchNorm and ReLU6 (MobileNet v1 block)."""
+    return nn.Sequential(*_conv_bn(c_in, c_in, 3, stride, groups=c_in), *_conv_bn(c_in, c_out, 1))
+
+
+def exit_head(c_in: int, n_classes: int, hidden: int) -> nn.Sequential:
+    return nn.Sequential(*_conv_bn(c_in, hidden, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(hidden, n_classes))
+
+
+def dsnet(input_shape: Sequence[int] = (1, 28, 28), widths: Sequence[int] = (32, 64, 128, 128),
+          n_classes: int = 10, class_names: Sequence[str] | None = None, name: str = "dsnet") -> EarlyExitModel:
+    """Depthwise-separable CNN, one stage per width; stages 1 and 2 halve the resolution."""
+    c_img = input_shape[0]
+    segments: list[nn.Module] = []
+    heads: list[nn.Module] = []
+    c_prev = c_img
+    for k, c in enumerate(widths):
+        if k == 0:
+            layers = [*_conv_bn(c_img, c, 3), ds_block(c, c)]
+        else:
+            stride = 2 if k in (1, 2) and input_shape[1] >= 16 else 1
+            layers = [ds_block(c_prev, c, stride), ds_block(c, c)]
+        segments.append(nn.Sequential(*layers))
+        heads.append(exit_head(c, n_classes, hidden=max(32, c)))
+        c_prev = c
+    return EarlyExitModel(segments, heads, tuple(input_shape), class_names, name=name)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(*_conv_bn(c_in, c_out, 3, stride), nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False),
+                                  nn.BatchNorm2d(c_out))
+        self.skip = (nn.Identity() if stride == 1 and c_in == c_out
+                     else nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)))
+        self.act = nn.ReLU()
+
+    def forward(self, x):
+        return self.act(self.body(x) + self.skip(x))
+
+
+def resnet(input_shape: Sequence[int] = (1, 28, 28), widths: Sequence[int] = (16, 32, 64),
+           n_classes: int = 10, class_names: Sequence[str] | None = None, name: str = "resnet") -> EarlyExitModel:
+    """Small residual CNN, one residual block per stage, linear exit heads on pooled features."""
+    segments: list[nn.Module] = []
+    heads: list[nn.Module] = []
+    c_prev = input_shape[0]
+    for k, c in enumerate(widths):
+        stride = 2 if k > 0 and input_shape[1] >= 16 else 1
+        segments.append(ResBlock(c_prev, c, stride))
+        heads.append(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, n_classes)))
+        c_prev = c
+    return EarlyExitModel(segments, heads, tuple(input_shape), class_names, name=name)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a zoo model is trained (see ``eecompile.model.train``)."""
+
+    mode: str = "joint"  # "joint" weighted loss, or "two-stage" (backbone, then heads with distillation)
+    epochs: int = 4
+    lr: float = 3e-3
+    batch_size: int = 128
+    exit_weights: tuple[float, ...] = ()  # joint: one weight per exit; () means all 1.0
+    distill_temperature: float = 3.0
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    name: str
+    build: Callable[..., EarlyExitModel]
+    dataset: str
+    recipe: Recipe
+    kwargs: dict = field(default_factory=dict)
+    description: str = ""
+
+    def make(self) -> EarlyExitModel:
+        from eecompile.data.datasets import FASHION_CLASSES
+
+        names = FASHION_CLASSES if self.dataset == "fashion-mnist" else [str(i) for i in range(10)]
+        return self.build(class_names=names, name=self.name, **self.kwargs)
+
+
+ZOO: dict[str, ZooEntry] = {
+    e.name: e
+    for e in [
+        ZooEntry("dsnet-fmnist", dsnet, "fashion-mnist",
+                 Recipe(mode="joint", epochs=5, exit_weights=(0.6, 0.7, 0.85, 1.0)),
+                 dict(input_shape=(1, 28, 28), widths=(32, 64, 128, 128)),
+                 "depthwise-separable CNN, 4 exits, 28x28 Fashion-MNIST (the demo model)"),
+        ZooEntry("dsnet-digits", dsnet, "digits",
+                 Recipe(mode="joint", epochs=30, lr=5e-3, batch_size=64),
+                 dict(input_shape=(1, 8, 8), widths=(16, 32, 32)),
+                 "depthwise-separable CNN, 3 exits, 8x8 sklearn digits (fast, for tests)"),
+        ZooEntry("resnet-digits", resnet, "digits",
+                 Recipe(mode="two-stage", epochs=30, lr=5e-3, batch_size=64),
+                 dict(input_shape=(1, 8, 8), widths=(16, 24, 32)),
+                 "residual CNN, 3 exits, 8x8 sklearn digits, two-stage training with distillation"),
+        ZooEntry("resnet-fmnist", resnet, "fashion-mnist",
+                 Recipe(mode="two-stage", epochs=4),
+                 dict(input_shape=(1, 28, 28), widths=(16, 32, 64)),
+                 "residual CNN, 3 exits, 28x28 Fashion-MNIST, two-stage training with distillation"),
+    ]
+}

@@ -1,0 +1,149 @@
+"""Exit policies: decide, from an exit's logits, which samples stop there.
+
+Every policy has a per-exit threshold (the final exit always fires). ``max-prob``
+fires when the top softmax probability >= t; ``entropy`` when the normalised entropy
+H(p)/log(C) <= t; ``margin`` when p1 - p2 >= t; ``patience`` (PABEE) when the top-1
+class has stayed the same for t consecutive exits (t an integer >= 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from eecompile.errors import EecompileError
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float32) - logits.max(axis=1, keepdims=True).astype(np.float32)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@dataclass
+class PolicyState:
+    """Per-sample memory across exits (patience needs the previous prediction)."""
+
+    prev_pred: np.ndarray
+    streak: np.ndarray
+
+    @classmethod
+    def new(cls, n: int) -> "PolicyState":
+        return cls(np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.int64))
+
+    def take(self, keep: np.ndarray) -> "PolicyState":
+        return PolicyState(self.prev_pred[keep], self.streak[keep])
+
+
+class ExitPolicy:
+    name = ""
+    lo, hi = 0.0, 1.0  # valid threshold range
+
+    def __init__(self, thresholds: list[float]) -> None:
+        for t in thresholds:
+            if not (self.lo <= t <= self.hi) or not np.isfinite(t):
+                raise EecompileError(f"threshold {t} out of range for policy {self.name} ([{self.lo}, {self.hi}])",
+                                     hint=f"pass a threshold between {self.lo} and {self.hi}")
+        self.thresholds = [float(t) for t in thresholds]
+
+    def score(self, probs: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def fires(self, score: np.ndarray, threshold: float) -> np.ndarray:
+        return score >= threshold
+
+    def decide(self, exit_idx: int, logits: np.ndarray, state: PolicyState) -> np.ndarray:
+        """Boolean mask of samples that exit at ``exit_idx``; updates ``state`` in place."""
+        probs = softmax(logits)
+        pred = probs.argmax(axis=1)
+        state.streak = np.where(pred == state.prev_pred, state.streak + 1, 0)
+        state.prev_pred = pred
+        return self.fires(self.score_with_state(probs, state), self.thresholds[exit_idx])
+
+    def score_with_state(self, probs: np.ndarray, state: PolicyState) -> np.ndarray:
+        return self.score(probs)
+
+
+class MaxProb(ExitPolicy):
+    name = "max-prob"
+
+    def score(self, probs):
+        return probs.max(axis=1)
+
+
+class Entropy(ExitPolicy):
+    name = "entropy"
+
+    def score(self, probs):
+        p = np.clip(probs, 1e-12, 1.0)
+        return -(p * np.log(p)).sum(axis=1) / np.log(probs.shape[1])
+
+    def fires(self, score, threshold):
+        return score <= threshold
+
+
+class Margin(ExitPolicy):
+    name = "margin"
+
+    def score(self, probs):
+        top2 = np.sort(probs, axis=1)[:, -2:]
+        return top2[:, 1] - top2[:, 0]
+
+
+class Patience(ExitPolicy):
+    name = "patience"
+    lo, hi = 1.0, 1e6
+
+    def __init__(self, thresholds: list[float]) -> None:
+        super().__init__(thresholds)
+        if any(t != int(t) for t in self.thresholds):
+            raise EecompileError("patience thresholds must be whole numbers", hint="pass e.g. --threshold 2")
+
+    def score_with_state(self, probs, state):
+        return state.streak.astype(np.float64)
+
+
+POLICIES: dict[str, type[ExitPolicy]] = {p.name: p for p in (MaxProb, Entropy, Margin, Patience)}
+DEFAULT_THRESHOLDS = {"max-prob": 0.9, "entropy": 0.2, "margin": 0.8, "patience": 2.0}
+
+
+def make_policy(name: str, thresholds: list[float] | float, n_exits: int) -> ExitPolicy:
+    """Build a policy with one threshold per exit (a scalar applies to all early exits)."""
+    if name not in POLICIES:
+        raise EecompileError(f"unknown exit policy {name!r}", hint=f"use one of {', '.join(POLICIES)}")
+    if isinstance(thresholds, (int, float)):
+        thresholds = [float(thresholds)] * n_exits
+    thresholds = list(thresholds)
+    if len(thresholds) == n_exits - 1:
+        thresholds.append(POLICIES[name].lo)  # the final exit always fires; its threshold is unused
+    if len(thresholds) != n_exits:
+        raise EecompileError(f"{len(thresholds)} thresholds for {n_exits} exits",
+                             hint=f"give one threshold, or one per early exit ({n_exits - 1})")
+    return POLICIES[name](thresholds)
+
+
+def simulate(policy: ExitPolicy, exit_logits: list[np.ndarray], max_exit: int | None = None
+             ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Apply ``policy`` to precomputed logits of every exit (all samples, all exits).
+
+    Returns (exit index per sample, predicted class per sample, per-exit "fires" masks).
+    The same decisions the runtime takes, without running any model: for validation and
+    threshold sweeps.
+    """
+    n = exit_logits[0].shape[0]
+    last = len(exit_logits) - 1 if max_exit is None else max_exit
+    state = PolicyState.new(n)
+    exit_idx = np.full(n, last, dtype=np.int64)
+    decided = np.zeros(n, dtype=bool)
+    fires_per_exit = []
+    for k in range(last + 1):
+        fires = policy.decide(k, exit_logits[k], state)
+        if k == last:
+            fires = np.ones(n, dtype=bool)
+        fires_per_exit.append(fires)
+        new = fires & ~decided
+        exit_idx[new] = k
+        decided |= fires
+    pred = np.stack([lg.argmax(axis=1) for lg in exit_logits[: last + 1]], axis=1)[np.arange(n), exit_idx]
+    return exit_idx, pred, fires_per_exit
