@@ -26,8 +26,9 @@ def ds_block(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(*_conv_bn(c_in, c_in, 3, stride, groups=c_in), *_conv_bn(c_in, c_out, 1))
 
 
-def exit_head(c_in: int, n_classes: int, hidden: int) -> nn.Sequential:
-    return nn.Sequential(*_conv_bn(c_in, hidden, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+def exit_head(c_in: int, n_classes: int, hidden: int, stride: int = 1) -> nn.Sequential:
+    """SDN-style exit: 1x1 conv (strided on large maps to stay cheap), global pool, linear."""
+    return nn.Sequential(*_conv_bn(c_in, hidden, 1, stride), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                          nn.Linear(hidden, n_classes))
 
 
@@ -38,14 +39,16 @@ def dsnet(input_shape: Sequence[int] = (1, 28, 28), widths: Sequence[int] = (32,
     segments: list[nn.Module] = []
     heads: list[nn.Module] = []
     c_prev = c_img
+    size = input_shape[1]
     for k, c in enumerate(widths):
         if k == 0:
             layers = [*_conv_bn(c_img, c, 3), ds_block(c, c)]
         else:
             stride = 2 if k in (1, 2) and input_shape[1] >= 16 else 1
+            size //= stride
             layers = [ds_block(c_prev, c, stride), ds_block(c, c)]
         segments.append(nn.Sequential(*layers))
-        heads.append(exit_head(c, n_classes, hidden=max(32, c)))
+        heads.append(exit_head(c, n_classes, hidden=max(32, c), stride=2 if size >= 14 else 1))
         c_prev = c
     return EarlyExitModel(segments, heads, tuple(input_shape), class_names, name=name)
 
@@ -109,8 +112,8 @@ ZOO: dict[str, ZooEntry] = {
     e.name: e
     for e in [
         ZooEntry("dsnet-fmnist", dsnet, "fashion-mnist",
-                 Recipe(mode="joint", epochs=5, exit_weights=(0.6, 0.7, 0.85, 1.0)),
-                 dict(input_shape=(1, 28, 28), widths=(32, 64, 128, 128)),
+                 Recipe(mode="joint", epochs=3, exit_weights=(0.6, 0.7, 0.85, 1.0)),
+                 dict(input_shape=(1, 28, 28), widths=(24, 48, 96, 96)),
                  "depthwise-separable CNN, 4 exits, 28x28 Fashion-MNIST (the demo model)"),
         ZooEntry("dsnet-digits", dsnet, "digits",
                  Recipe(mode="joint", epochs=30, lr=5e-3, batch_size=64),

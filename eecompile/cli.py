@@ -1,0 +1,293 @@
+"""The ``eecompile`` command line: thin shims over the library.
+
+Only this module turns typed errors into messages (exit code 1, "Error: ... hint: ...").
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+
+import click
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from eecompile.errors import EecompileError  # noqa: E402
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=False)
+
+
+def handle_errors(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except EecompileError as exc:
+            msg = f"{type(exc).__name__}: {exc.message}"
+            if exc.hint:
+                msg += f"\n  hint: {exc.hint}"
+            raise click.ClickException(msg) from exc
+
+    return wrapper
+
+
+@click.group()
+@click.version_option(package_name="eecompile")
+def main() -> None:
+    """eecompile: early-exit networks from PyTorch to phones and boards.
+
+    \b
+    Example:
+      eecompile demo
+      eecompile export dsnet-fmnist --target tflite-int8 --calib-data fashion-mnist:train:512 -o out/b
+      eecompile run out/b --input fashion-mnist:test:16
+    """
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the zoo as JSON.")
+def zoo(as_json: bool) -> None:
+    """List the built-in models.
+
+    \b
+    Example:
+      eecompile zoo
+    """
+    from eecompile.model.loading import zoo_weights_path
+    from eecompile.model.zoo import ZOO
+
+    rows = [{"name": e.name, "dataset": e.dataset, "training": e.recipe.mode, "description": e.description,
+             "cached": zoo_weights_path(e.name).exists()} for e in ZOO.values()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        click.echo(f"{r['name']:<15} {r['dataset']:<14} {'cached' if r['cached'] else 'untrained':<10} {r['description']}")
+
+
+@main.command()
+@click.argument("model")
+@handle_errors
+def train(model: str) -> None:
+    """Train a zoo MODEL (or load it from the cache) and print per-exit validation accuracy.
+
+    \b
+    Example:
+      eecompile train dsnet-fmnist
+    """
+    from eecompile.data.datasets import load_data
+    from eecompile.model.loading import load_zoo, zoo_weights_path
+    from eecompile.model.train import exit_accuracies
+    from eecompile.model.zoo import ZOO
+
+    m = load_zoo(model)
+    acc = exit_accuracies(m, load_data(f"{ZOO[model].dataset}:val"))
+    click.echo(f"{model}: weights {zoo_weights_path(model)}")
+    click.echo("val accuracy per exit: " + ", ".join(f"{100 * a:.2f}%" for a in acc))
+
+
+def _default_val(calib_data: str) -> str | None:
+    name = calib_data.split(":")[0]
+    from eecompile.data.datasets import DATASETS
+
+    return f"{name}:val:1000" if name in DATASETS else None
+
+
+@main.command()
+@click.argument("model")
+@click.option("--target", "-t", type=click.Choice(["tflite-int8", "tflite-fp16", "tflite-fp32", "onnx"]),
+              default="tflite-int8", show_default=True)
+@click.option("--calib-data", "-c", required=True,
+              help="NAME[:SPLIT[:N]] (fashion-mnist, digits) or a .npy/.npz file of inputs (NCHW float32).")
+@click.option("--val-data", help="Held-out data for validation (default: the val split of a built-in dataset, "
+                                 "else a quarter of --calib-data held out).")
+@click.option("--output", "-o", required=True, type=click.Path(), help="Bundle directory to create.")
+@click.option("--split-heads", is_flag=True, help="Export each exit head as its own graph.")
+@click.option("--policy", type=click.Choice(["max-prob", "entropy", "margin", "patience"]), default="max-prob",
+              show_default=True)
+@click.option("--threshold", type=float, help="Exit threshold for every early exit (policy default if omitted).")
+@click.option("--onnxsim", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="auto: convert without onnxsim, retry with it if the float graph disagrees with ONNX Runtime.")
+@click.option("--allow-mismatch", is_flag=True, help="Write the bundle even if validation fails.")
+@click.option("--force", is_flag=True, help="Replace an existing bundle at -o.")
+@click.option("--json", "as_json", is_flag=True, help="Print the validation report as JSON.")
+@handle_errors
+def export(model, target, calib_data, val_data, output, split_heads, policy, threshold, onnxsim, allow_mismatch,
+           force, as_json) -> None:
+    """Export MODEL (zoo name or path/to/file.py:function) to a validated per-stage bundle.
+
+    \b
+    Example:
+      eecompile export dsnet-fmnist --target tflite-int8 --calib-data fashion-mnist:train:512 -o out/dsnet-int8
+      eecompile export my_model.py:build --target onnx --calib-data calib.npy -o out/my-onnx
+    """
+    from eecompile.bundle.io import check_output_dir
+    from eecompile.data.datasets import load_data
+    from eecompile.export.pipeline import ExportOptions
+    from eecompile.export.pipeline import export as do_export
+    from eecompile.model.loading import load_model
+    from eecompile.report.tables import validation_table
+
+    check_output_dir(output, force)  # fail before training or converting anything
+    m = load_model(model, quiet=as_json)
+    val_spec = val_data or _default_val(calib_data)
+    opts = ExportOptions(split_heads=split_heads, policy=policy, threshold=threshold, onnxsim=onnxsim,
+                         allow_mismatch=allow_mismatch, force=force, quiet=as_json, model_source=model)
+    bundle = do_export(m, target, load_data(calib_data), output, val_data=load_data(val_spec, "val") if val_spec else None,
+                       options=opts)
+    v = bundle.manifest.validation
+    if as_json:
+        click.echo(json.dumps({"bundle": str(bundle.root), "validation": v}, indent=2))
+        return
+    _console().print(validation_table(v))
+    n_req = sum(b["requantize"] for b in bundle.manifest.boundaries)
+    click.echo(f"bundle: {bundle.root} ({len(bundle.manifest.stages)} stages, {n_req} boundary requantization(s))")
+    if v["failures"]:
+        click.echo(f"WARNING: {len(v['failures'])} validation check(s) failed; kept because of --allow-mismatch")
+
+
+@main.command()
+@click.argument("bundle_dir", type=click.Path())
+@click.option("--data", "-d", required=True, help="NAME[:SPLIT[:N]] or a .npz with x (and y).")
+@click.option("--model", "model_spec", help="PyTorch reference (default: the bundle's model source).")
+@click.option("--backend", type=click.Choice(["litert", "tflite-runtime", "tensorflow", "onnxruntime"]))
+@click.option("--allow-mismatch", is_flag=True, help="Exit 0 even if checks fail.")
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def validate(bundle_dir, data, model_spec, backend, allow_mismatch, as_json) -> None:
+    """Validate every exit of BUNDLE_DIR against its PyTorch model on DATA.
+
+    \b
+    Example:
+      eecompile validate out/dsnet-int8 --data fashion-mnist:test:2000
+    """
+    from eecompile.bundle.io import load_bundle
+    from eecompile.data.datasets import load_data
+    from eecompile.export.validate import validate_bundle
+    from eecompile.model.loading import load_model
+    from eecompile.report.tables import validation_table
+
+    b = load_bundle(bundle_dir)
+    spec = model_spec or b.manifest.model_source
+    if not spec:
+        raise click.UsageError("the bundle records no model source; pass --model")
+    report = validate_bundle(b, load_model(spec, quiet=as_json), load_data(data, "val"), backend=backend)
+    d = report.to_dict()
+    if as_json:
+        click.echo(json.dumps(d, indent=2))
+    else:
+        _console().print(validation_table(d))
+    if report.failures and not allow_mismatch:
+        raise report.error()
+
+
+@main.command()
+@click.argument("bundle_dir", type=click.Path())
+@click.option("--input", "-i", "input_spec", required=True, help=".npy/.npz file (NCHW float32) or NAME[:SPLIT[:N]].")
+@click.option("--policy", type=click.Choice(["max-prob", "entropy", "margin", "patience"]),
+              help="Exit policy (default: the bundle's).")
+@click.option("--threshold", type=float, help="Threshold for every early exit (default: the bundle's).")
+@click.option("--max-exit", type=int, help="Stop at this exit at the latest (budget-forced exit).")
+@click.option("--backend", type=click.Choice(["litert", "tflite-runtime", "tensorflow", "onnxruntime"]))
+@click.option("--threads", type=int, default=1, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per sample, plus a summary.")
+@handle_errors
+def run(bundle_dir, input_spec, policy, threshold, max_exit, backend, threads, as_json) -> None:
+    """Run BUNDLE_DIR with early exits on inputs; print class, exit and stage times per sample.
+
+    \b
+    Example:
+      eecompile run out/dsnet-int8 --input fashion-mnist:test:8
+      eecompile run out/dsnet-int8 --input x.npy --policy entropy --threshold 0.2 --max-exit 1 --json
+    """
+    import numpy as np
+
+    from eecompile.data.datasets import load_data
+    from eecompile.report.tables import run_table
+    from eecompile.runtime.runner import Runtime
+
+    rt = Runtime(bundle_dir, backend=backend, n_threads=threads)
+    data = load_data(input_spec, "test")
+    res = rt.run(data.x, policy=policy, thresholds=threshold, max_exit=max_exit)
+    rows = res.to_rows(rt.class_names)
+    summary = {"n": len(rows), "mean_latency_us": float(res.latency_us.mean()),
+               "exit_share": (np.bincount(res.exit_idx, minlength=rt.n_exits) / len(rows)).tolist()}
+    if data.y is not None:
+        summary["accuracy"] = float(np.mean(res.class_idx == data.y))
+    if as_json:
+        click.echo(json.dumps({"samples": rows, "summary": summary}, indent=2))
+        return
+    if len(rows) <= 50:
+        _console().print(run_table(rows))
+    click.echo(json.dumps(summary))
+
+
+@main.command()
+@click.argument("bundle_dir", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print the whole manifest.")
+@handle_errors
+def info(bundle_dir, as_json) -> None:
+    """Show a bundle's stages, exits and validation (checksums verified).
+
+    \b
+    Example:
+      eecompile info out/dsnet-int8
+    """
+    from eecompile.bundle.io import load_bundle
+    from eecompile.report.tables import validation_table
+
+    b = load_bundle(bundle_dir)
+    m = b.manifest
+    if as_json:
+        click.echo(json.dumps(m.to_dict(), indent=2))
+        return
+    click.echo(f"{m.name}  target={m.target}  schema={m.schema_version}  created={m.created_utc}")
+    for s, e in zip(m.stages, m.exits):
+        files = ", ".join(f"{g.file} ({g.size_bytes} B)" for g in s.graphs)
+        click.echo(f"  stage {s.stage_idx}: {s.macs / 1e6:.2f}M MACs, {s.n_params} params, {files}; "
+                   f"exit {e.exit_idx}: {e.policy} {e.threshold:g}")
+    if m.validation:
+        _console().print(validation_table(m.validation))
+
+
+@main.command()
+@click.option("--model", default="dsnet-fmnist", show_default=True, help="Zoo model to train and ship.")
+@click.option("--out", "out_dir", default="demo-out", show_default=True, type=click.Path())
+@click.option("--n-test", type=int, help="Use only the first N test samples.")
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def demo(model, out_dir, n_test, as_json) -> None:
+    """Train (or load) a zoo model, export tflite-int8, validate, run the test split with early exits.
+
+    \b
+    Example:
+      eecompile demo
+      eecompile demo --model dsnet-digits --out /tmp/demo
+    """
+    from eecompile.report.demo import run_demo
+    from eecompile.report.tables import demo_table, validation_table
+
+    report = run_demo(model, out_dir, n_test=n_test, quiet=as_json)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    con = _console()
+    con.print(validation_table(report["validation"]))
+    con.print(demo_table(report))
+    ee, fe = report["early_exit"], report["final_exit"]
+    click.echo(f"final exit : accuracy {100 * fe['accuracy']:.2f}%  mean latency {fe['mean_latency_us']:.1f} us")
+    click.echo(f"early exit : accuracy {100 * ee['accuracy']:.2f}%  mean latency {ee['mean_latency_us']:.1f} us  "
+               f"(threshold {report['threshold']:.4g} chosen on {report['threshold_chosen_on']})")
+    click.echo(f"latency ratio {report['latency_ratio']:.3f}x, MAC ratio {report['mac_ratio']:.3f}x, "
+               f"accuracy gap {report['accuracy_gap_pts']:.2f} pts")
+    click.echo(f"export took {report['export_s']:.1f} s; bundle {report['bundle']}; plot {report['plot']}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Reports: the demo pipeline, tables and plots."""

@@ -1,0 +1,146 @@
+"""The end-to-end demo: train (or load cached) -> export tflite-int8 -> validate ->
+choose a threshold on validation data -> run the test split with early exits -> report.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from eecompile.bundle.io import Bundle
+from eecompile.data.datasets import load_data
+from eecompile.export.pipeline import ExportOptions, export
+from eecompile.export.validate import torch_exit_logits, validate_bundle
+from eecompile.model.loading import load_zoo
+from eecompile.model.zoo import ZOO
+from eecompile.runtime.policies import make_policy, simulate
+from eecompile.runtime.runner import Runtime
+from eecompile.util import atomic_write_text
+
+SWEEP = np.concatenate([np.linspace(0.3, 0.9, 13), np.linspace(0.92, 0.99, 8), [0.995, 0.999, 0.9999]])
+
+
+@dataclass
+class SweepPoint:
+    threshold: float
+    accuracy: float
+    mean_latency_us: float
+    exit_share: list[float]
+
+
+def sweep(policy_name: str, exit_logits: list[np.ndarray], y: np.ndarray, cum_latency_us: np.ndarray,
+          thresholds=SWEEP) -> list[SweepPoint]:
+    """Accuracy and expected latency of early exit at each threshold (from per-exit logits)."""
+    points = []
+    n_exits = len(exit_logits)
+    for t in thresholds:
+        exit_idx, pred, _ = simulate(make_policy(policy_name, float(t), n_exits), exit_logits)
+        share = np.bincount(exit_idx, minlength=n_exits) / len(y)
+        points.append(SweepPoint(float(t), float(np.mean(pred == y)), float(cum_latency_us[exit_idx].mean()),
+                                 share.tolist()))
+    return points
+
+
+def choose_threshold(points: list[SweepPoint], final_accuracy: float, max_drop_pts: float) -> SweepPoint:
+    """The fastest threshold whose accuracy is within ``max_drop_pts`` of the final exit's."""
+    ok = [p for p in points if p.accuracy >= final_accuracy - max_drop_pts / 100]
+    if not ok:
+        return max(points, key=lambda p: p.threshold)
+    return min(ok, key=lambda p: (p.mean_latency_us, -p.threshold))
+
+
+def paired_latency(rt: Runtime, x: np.ndarray, threshold: float, chunk: int = 500) -> tuple[object, object]:
+    """Run full-depth and early-exit passes interleaved chunk by chunk (the machine drifts)."""
+    full_parts, early_parts = [], []
+    for i in range(0, len(x), chunk):
+        xs = x[i : i + chunk]
+        full_parts.append(rt.run(xs, no_early_exit=True, keep_logits=True))
+        early_parts.append(rt.run(xs, policy="max-prob", thresholds=threshold))
+    return _concat(full_parts), _concat(early_parts)
+
+
+def _concat(parts):
+    from eecompile.runtime.runner import RunResult
+
+    out = RunResult(np.concatenate([p.class_idx for p in parts]), np.concatenate([p.exit_idx for p in parts]),
+                    np.concatenate([p.probs for p in parts]), np.concatenate([p.stage_time_us for p in parts]))
+    if parts[0].exit_logits:
+        out.exit_logits = [np.concatenate([p.exit_logits[k] for p in parts]) for k in range(len(parts[0].exit_logits))]
+    return out
+
+
+def run_demo(model_name: str = "dsnet-fmnist", out_dir: str | Path = "demo-out", n_test: int | None = None,
+             max_drop_pts: float = 0.25, quiet: bool = False) -> dict:
+    """Run the whole demo; returns the report dict (also written to ``out_dir/report.json``)."""
+    out = Path(out_dir)
+    entry = ZOO[model_name]
+    ds = entry.dataset
+    t0 = time.perf_counter()
+    model = load_zoo(model_name, quiet=quiet)
+    t_train = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    bundle = export(model, "tflite-int8", load_data(f"{ds}:train:512"), out / "bundle",
+                    val_data=load_data(f"{ds}:val:1000"),
+                    options=ExportOptions(force=True, quiet=quiet, model_source=model_name))
+    t_export = time.perf_counter() - t0
+
+    rt = Runtime(bundle)
+    val = load_data(f"{ds}:val")
+    val_run = rt.run(val.x, no_early_exit=True, keep_logits=True)
+    cum_val = np.cumsum(val_run.stage_time_us.mean(axis=0))
+    val_points = sweep("max-prob", val_run.exit_logits, val.y, cum_val)
+    final_val_acc = float(np.mean(val_run.exit_logits[-1].argmax(1) == val.y))
+    chosen = choose_threshold(val_points, final_val_acc, max_drop_pts)
+    _write_threshold(bundle, model, val, chosen.threshold)
+
+    test = load_data(f"{ds}:test").take(n_test)
+    full, early = paired_latency(rt, test.x, chosen.threshold)
+    float_logits = torch_exit_logits(model, test.x)
+    cum_test = np.cumsum(full.stage_time_us.mean(axis=0))
+    test_points = sweep("max-prob", full.exit_logits, test.y, cum_test)
+
+    n_exits = rt.n_exits
+    share = np.bincount(early.exit_idx, minlength=n_exits) / len(test)
+    macs = np.cumsum([s.macs for s in bundle.manifest.stages])
+    exits = []
+    for k in range(n_exits):
+        exits.append({"exit_idx": k, "cum_macs": int(macs[k]),
+                      "accuracy_float": float(np.mean(float_logits[k].argmax(1) == test.y)),
+                      "accuracy_int8": float(np.mean(full.exit_logits[k].argmax(1) == test.y)),
+                      "share_exiting": float(share[k]), "cum_latency_us": float(cum_test[k])})
+    final_acc = exits[-1]["accuracy_int8"]
+    early_acc = float(np.mean(early.class_idx == test.y))
+    report = {
+        "model": model_name, "dataset": ds, "bundle": str(bundle.root), "n_test": len(test),
+        "train_or_load_s": round(t_train, 2), "export_s": round(t_export, 2),
+        "threshold": chosen.threshold, "threshold_chosen_on": f"{ds}:val ({len(val)} samples)",
+        "exits": exits,
+        "final_exit": {"accuracy": final_acc, "mean_latency_us": float(full.latency_us.mean())},
+        "early_exit": {"accuracy": early_acc, "mean_latency_us": float(early.latency_us.mean())},
+        "accuracy_gap_pts": 100 * (final_acc - early_acc),
+        "latency_ratio": float(early.latency_us.mean() / full.latency_us.mean()),
+        "mac_ratio": float(macs[early.exit_idx].mean() / macs[-1]),
+        "validation": bundle.manifest.validation,
+        "boundaries": bundle.manifest.boundaries,
+        "sweep_test": [asdict(p) for p in test_points],
+    }
+    from eecompile.report.plot import plot_tradeoff
+
+    plot_tradeoff(test_points, exits, report, out / "tradeoff.png")
+    report["plot"] = str(out / "tradeoff.png")
+    atomic_write_text(out / "report.json", json.dumps(report, indent=2))
+    return report
+
+
+def _write_threshold(bundle: Bundle, model, val, threshold: float) -> None:
+    """Store the chosen threshold in the manifest and re-validate the decisions at it."""
+    for e in bundle.manifest.exits[:-1]:
+        e.threshold = threshold
+    report = validate_bundle(bundle, model, val.take(1000))
+    bundle.manifest.validation = {**report.to_dict(), "data": f"{val.name} (1000 samples)"}
+    bundle.save_manifest()
