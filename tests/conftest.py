@@ -1,0 +1,60 @@
+"""Shared fixtures. Zoo weights are trained for real into a per-session cache (dsnet-digits:
+~15 s on 2 cores), and the bundles the tests share are exported once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_cache(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("eecompile-cache")
+    old = os.environ.get("EECOMPILE_CACHE")
+    os.environ["EECOMPILE_CACHE"] = str(cache)
+    yield cache
+    if old is None:
+        os.environ.pop("EECOMPILE_CACHE", None)
+    else:
+        os.environ["EECOMPILE_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def digits_model():
+    from eecompile.model.loading import load_zoo
+
+    return load_zoo("dsnet-digits", quiet=True)
+
+
+@pytest.fixture(scope="session")
+def digits_data():
+    from eecompile.data import load_data
+
+    return {"train": load_data("digits:train:256"), "val": load_data("digits:val"), "test": load_data("digits:test")}
+
+
+def _export(model, target, data, out: Path, **opts):
+    from eecompile.export import ExportOptions, export
+
+    return export(model, target, data["train"], out, val_data=data["val"],
+                  options=ExportOptions(quiet=True, model_source="dsnet-digits", **opts))
+
+
+@pytest.fixture(scope="session")
+def int8_bundle(digits_model, digits_data, tmp_path_factory):
+    return _export(digits_model, "tflite-int8", digits_data, tmp_path_factory.mktemp("b") / "int8")
+
+
+@pytest.fixture(scope="session")
+def onnx_bundle(digits_model, digits_data, tmp_path_factory):
+    return _export(digits_model, "onnx", digits_data, tmp_path_factory.mktemp("b") / "onnx")
+
+
+@pytest.fixture
+def export_digits(digits_model, digits_data):
+    """Export the digits model to a new bundle: export_digits(target, out, **options)."""
+    return lambda target, out, **opts: _export(digits_model, target, digits_data, out, **opts)

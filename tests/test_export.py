@@ -1,0 +1,171 @@
+"""Export: every target, int8 chaining, split heads, validation failures, atomic bundles."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from eecompile import EarlyExitModel, ExportOptions, Runtime, export, load_bundle
+from eecompile.errors import DataError, OutputPathError, ToleranceError, UnsupportedOpError
+from eecompile.export import Tolerances
+
+
+def test_int8_bundle_is_full_integer_and_chains_in_nhwc(int8_bundle):
+    m = int8_bundle.manifest
+    assert m.target == "tflite-int8" and len(m.stages) == 3 and m.n_exits == 3
+    for k, stage in enumerate(m.stages):
+        (g,) = stage.graphs
+        assert g.kind == "fused" and g.file == f"stage{k}.tflite"
+        assert all(t.dtype == "int8" and t.quant is not None for t in g.inputs + g.outputs)
+        roles = [t.role for t in g.outputs]
+        assert roles == (["logits"] if k == 2 else ["state", "logits"])
+        assert stage.macs > 0 and stage.n_params > 0
+    # stage k's output state has exactly stage k+1's input shape (NHWC, no transposes between stages)
+    for a, b in zip(m.stages[:-1], m.stages[1:]):
+        assert a.graphs[0].outputs[0].shape == b.graphs[0].inputs[0].shape
+        assert b.graphs[0].inputs[0].perm_from_torch == [0, 2, 3, 1]
+    assert m.input[0].shape == [1, 8, 8, 1]
+    assert m.calibration["propagated"] == "exported stages"
+
+
+def test_int8_boundaries_measured(int8_bundle):
+    rows = int8_bundle.manifest.boundaries
+    assert [r["boundary"] for r in rows] == ["stage 0 -> stage 1", "stage 1 -> stage 2"]
+    for r in rows:
+        # calibrated on the states the stage really receives: scales agree to well under 1%
+        assert r["rel_scale_diff"] < 0.01
+        spec = [s for s in int8_bundle.manifest.stages if f"-> stage {s.stage_idx}" in r["boundary"]][0]
+        assert (spec.graphs[0].inputs[0].requant_from is not None) == r["requantize"]
+
+
+def test_int8_validation_meets_defaults(int8_bundle):
+    v = int8_bundle.manifest.validation
+    assert v["passed"] and v["n_samples"] == 300
+    for e in v["exits"]:
+        assert e["top1_agreement"] >= 0.98 and e["snr_db"] >= 15
+        assert 100 * (e["accuracy_torch"] - e["accuracy_exported"]) <= 1.0
+    assert v["exits"][-1]["accuracy_exported"] > 0.9
+
+
+@pytest.mark.parametrize("target,min_agree", [("tflite-fp32", 1.0), ("tflite-fp16", 0.999), ("onnx", 1.0)])
+def test_float_targets(export_digits, tmp_path, target, min_agree):
+    b = export_digits(target, tmp_path / "b")
+    v = b.manifest.validation
+    assert v["passed"]
+    assert min(e["top1_agreement"] for e in v["exits"]) >= min_agree
+    ext = ".onnx" if target == "onnx" else ".tflite"
+    assert all(g.file.endswith(ext) and g.inputs[0].dtype == "float32" for s in b.manifest.stages for g in s.graphs)
+
+
+def test_split_heads_int8(export_digits, digits_data, int8_bundle, tmp_path):
+    b = export_digits("tflite-int8", tmp_path / "split", split_heads=True)
+    kinds = [[g.kind for g in s.graphs] for s in b.manifest.stages]
+    assert kinds == [["segment", "head"]] * 3
+    assert len(b.manifest.boundaries) == 5  # 3 segment->head + 2 stage->stage
+    res = Runtime(b).run(digits_data["test"].x, no_early_exit=True)
+    fused = Runtime(int8_bundle).run(digits_data["test"].x, no_early_exit=True)
+    assert np.mean(res.class_idx == fused.class_idx) >= 0.98  # same network, different graph cut
+
+
+def test_validation_failure_collects_every_check_and_leaves_nothing(export_digits, tmp_path):
+    strict = Tolerances(min_top1_agreement=1.0, max_accuracy_drop_pts=0.0, min_snr_db=200.0,
+                        min_decision_agreement=1.0)
+    from eecompile.export import export as do_export
+
+    out = tmp_path / "strict"
+    with pytest.raises(ToleranceError) as e:
+        do_export(_model(), "tflite-int8", _data()["train"], out,
+                  val_data=_data()["val"], options=ExportOptions(quiet=True), tolerances=strict)
+    snr_fails = [f for f in e.value.failures if f.metric == "snr_db"]
+    assert len(snr_fails) == 3  # every exit reported, not just the first
+    assert "exit 0 snr_db" in str(e.value) and "--allow-mismatch" in e.value.hint
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".strict")]  # no staging dir left
+    b = do_export(_model(), "tflite-int8", _data()["train"], out, val_data=_data()["val"],
+                  options=ExportOptions(quiet=True, allow_mismatch=True), tolerances=strict)
+    assert not b.manifest.validation["passed"] and out.exists()
+
+
+def _model():
+    from eecompile.model.loading import load_zoo
+
+    return load_zoo("dsnet-digits", quiet=True)
+
+
+def _data():
+    from eecompile.data import load_data
+
+    return {"train": load_data("digits:train:256"), "val": load_data("digits:val")}
+
+
+def test_existing_bundle_kept_without_force_and_replaced_with_force(export_digits, tmp_path):
+    out = tmp_path / "b"
+    first = export_digits("onnx", out)
+    stamp = (out / "manifest.json").read_text()
+    with pytest.raises(OutputPathError, match="already exists"):
+        export_digits("onnx", out)
+    assert (out / "manifest.json").read_text() == stamp
+    export_digits("tflite-fp32", out, force=True)
+    assert load_bundle(out).manifest.target == "tflite-fp32" and first.manifest.target == "onnx"
+    assert not (out / "stage0.onnx").exists()  # replaced whole, not merged
+
+
+def test_unwritable_output(export_digits, tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    os.chmod(ro, 0o500)
+    try:
+        if os.access(ro, os.W_OK):
+            pytest.skip("running as a user that ignores permissions")
+        with pytest.raises(OutputPathError, match="not writable"):
+            export_digits("onnx", ro / "b")
+    finally:
+        os.chmod(ro, 0o700)
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(OutputPathError):
+        export_digits("onnx", f / "b")
+
+
+def test_calibration_data_checks(digits_model, tmp_path):
+    with pytest.raises(DataError, match="at least 32"):
+        export(digits_model, "tflite-int8", np.random.rand(20, 1, 8, 8).astype(np.float32), tmp_path / "b")
+    with pytest.raises(DataError, match="does not match the model input"):
+        export(digits_model, "tflite-int8", np.random.rand(64, 1, 28, 28).astype(np.float32), tmp_path / "b")
+    with pytest.raises(DataError, match="dtype int64"):
+        export(digits_model, "tflite-int8", np.zeros((64, 1, 8, 8), np.int64), tmp_path / "b")
+    assert not (tmp_path / "b").exists()
+
+
+def test_unsupported_op_adaptive_pool(tmp_path):
+    heads = [nn.Sequential(nn.AdaptiveAvgPool2d(3), nn.Flatten(), nn.Linear(36, 2))]
+    m = EarlyExitModel([nn.Conv2d(1, 4, 3, padding=1)], heads, input_shape=(1, 8, 8))
+    x = np.random.rand(40, 1, 8, 8).astype(np.float32)
+    with pytest.raises(UnsupportedOpError, match="stage 0: AdaptiveAvgPool2d"):
+        export(m, "onnx", x, tmp_path / "b", options=ExportOptions(quiet=True))
+    assert not (tmp_path / "b").exists()
+
+
+def test_op_without_builtin_kernel_fails_loudly(tmp_path):
+    class Det(nn.Module):  # exports to ONNX, but TFLite has no builtin for a determinant
+        def forward(self, x):
+            return torch.linalg.det(x[:, 0, :4, :4]).unsqueeze(1).repeat(1, 2)
+
+    m = EarlyExitModel([nn.Identity()], [Det()], input_shape=(1, 4, 4))
+    x = np.random.rand(40, 1, 4, 4).astype(np.float32)
+    with pytest.raises((UnsupportedOpError,)) as e:
+        export(m, "tflite-fp32", x, tmp_path / "b", options=ExportOptions(quiet=True))
+    assert "stage 0" in str(e.value)
+    assert not (tmp_path / "b").exists()
+
+
+def test_manifest_records_versions_and_sizes(int8_bundle):
+    raw = json.loads((int8_bundle.root / "manifest.json").read_text())
+    assert raw["schema_version"] == 1 and raw["tool_versions"]["torch"].startswith("2.13.0")
+    for s in raw["stages"]:
+        for g in s["graphs"]:
+            assert g["size_bytes"] == (int8_bundle.root / g["file"]).stat().st_size
+    assert raw["exits"][0]["class_names"] == [str(i) for i in range(10)]

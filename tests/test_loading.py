@@ -1,0 +1,56 @@
+import pytest
+
+from eecompile.errors import ContractError, ModelLoadError
+from eecompile.model.loading import load_model
+
+GOOD = """
+from torch import nn
+from eecompile import EarlyExitModel
+def build():
+    head = lambda c: nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, 2))
+    return EarlyExitModel([nn.Conv2d(1, 3, 3, padding=1), nn.Conv2d(3, 3, 3, padding=1)], [head(3), head(3)],
+                          input_shape=(1, 5, 5))
+def raises():
+    raise RuntimeError("weights file gone")
+def not_a_model():
+    return nn.Linear(2, 2)
+def broken_contract():
+    return EarlyExitModel([nn.Conv2d(1, 3, 3)], [nn.Identity()], input_shape=(1, 5, 5))
+"""
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    p = tmp_path / "my_model.py"
+    p.write_text(GOOD)
+    return p
+
+
+def test_factory_loads(model_file):
+    m = load_model(f"{model_file}:build")
+    assert m.n_stages == 2 and not m.training
+
+
+@pytest.mark.parametrize("func,err,msg", [
+    ("raises", ModelLoadError, "raised RuntimeError: weights file gone"),
+    ("not_a_model", ModelLoadError, "not an EarlyExitModel"),
+    ("missing", ModelLoadError, "has no function 'missing'"),
+    ("broken_contract", ContractError, "expected logits"),
+])
+def test_factory_errors(model_file, func, err, msg):
+    with pytest.raises(err, match=msg):
+        load_model(f"{model_file}:{func}")
+
+
+def test_missing_file_and_unknown_zoo(tmp_path):
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        load_model(f"{tmp_path}/nope.py:build")
+    with pytest.raises(ModelLoadError, match="not a zoo model"):
+        load_model("resnet9000")
+
+
+def test_import_error_in_user_file(tmp_path):
+    p = tmp_path / "bad.py"
+    p.write_text("import not_a_module_anywhere\n")
+    with pytest.raises(ModelLoadError, match="importing .* failed: ModuleNotFoundError"):
+        load_model(f"{p}:build")
