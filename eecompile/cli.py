@@ -260,9 +260,11 @@ def info(bundle_dir, as_json) -> None:
 @click.option("--model", default="dsnet-fmnist", show_default=True, help="Zoo model to train and ship.")
 @click.option("--out", "out_dir", default="demo-out", show_default=True, type=click.Path())
 @click.option("--n-test", type=int, help="Use only the first N test samples.")
+@click.option("--latency-budget", type=float, default=0.6, show_default=True,
+              help="Choose the most accurate threshold (on val) whose expected latency is <= this x the full net.")
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
-def demo(model, out_dir, n_test, as_json) -> None:
+def demo(model, out_dir, n_test, latency_budget, as_json) -> None:
     """Train (or load) a zoo model, export tflite-int8, validate, run the test split with early exits.
 
     \b
@@ -273,7 +275,7 @@ def demo(model, out_dir, n_test, as_json) -> None:
     from eecompile.report.demo import run_demo
     from eecompile.report.tables import demo_table, validation_table
 
-    report = run_demo(model, out_dir, n_test=n_test, quiet=as_json)
+    report = run_demo(model, out_dir, n_test=n_test, latency_budget=latency_budget, quiet=as_json)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return

@@ -114,6 +114,10 @@ def test_existing_bundle_kept_without_force_and_replaced_with_force(export_digit
 
 
 def test_unwritable_output(export_digits, tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(OutputPathError):
+        export_digits("onnx", f / "b")
     ro = tmp_path / "ro"
     ro.mkdir()
     os.chmod(ro, 0o500)
@@ -124,10 +128,6 @@ def test_unwritable_output(export_digits, tmp_path):
             export_digits("onnx", ro / "b")
     finally:
         os.chmod(ro, 0o700)
-    f = tmp_path / "file"
-    f.write_text("x")
-    with pytest.raises(OutputPathError):
-        export_digits("onnx", f / "b")
 
 
 def test_calibration_data_checks(digits_model, tmp_path):
@@ -150,16 +150,21 @@ def test_unsupported_op_adaptive_pool(tmp_path):
 
 
 def test_op_without_builtin_kernel_fails_loudly(tmp_path):
-    class Det(nn.Module):  # exports to ONNX, but TFLite has no builtin for a determinant
-        def forward(self, x):
-            return torch.linalg.det(x[:, 0, :4, :4]).unsqueeze(1).repeat(1, 2)
+    """An op that TFLite could only run through TF Select (Flex) kernels is refused, not shipped."""
+    import tensorflow as tf
 
-    m = EarlyExitModel([nn.Identity()], [Det()], input_shape=(1, 4, 4))
-    x = np.random.rand(40, 1, 4, 4).astype(np.float32)
-    with pytest.raises((UnsupportedOpError,)) as e:
-        export(m, "tflite-fp32", x, tmp_path / "b", options=ExportOptions(quiet=True))
-    assert "stage 0" in str(e.value)
-    assert not (tmp_path / "b").exists()
+    from eecompile.export.tflite import _convert
+
+    class Det(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([1, 4, 4], tf.float32)])
+        def __call__(self, x):
+            return tf.linalg.det(x)
+
+    tf.saved_model.save(Det(), str(tmp_path / "sm"))
+    for precision in ("fp32", "int8"):
+        rep = [{"x": np.random.rand(1, 4, 4).astype(np.float32)} for _ in range(4)]
+        with pytest.raises(UnsupportedOpError, match="stage 3: an op has no TFLite builtin"):
+            _convert(tmp_path / "sm", precision, rep, stage_idx=3)
 
 
 def test_manifest_records_versions_and_sizes(int8_bundle):

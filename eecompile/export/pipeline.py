@@ -159,6 +159,7 @@ def export(model: EarlyExitModel, target: str, calib: Dataset | np.ndarray, out_
         if len(x) < min_n:
             raise EecompileError(f"{len(x)} calibration samples left after holding out {n_val} for validation",
                                  hint="pass --val-data, or more calibration samples")
+    check_inputs(val_data.x, model.input_shapes[0], "validation data")  # fail before converting anything
     threshold = opts.threshold if opts.threshold is not None else DEFAULT_THRESHOLDS.get(opts.policy, 0.9)
     policy = make_policy(opts.policy, threshold, model.n_stages)  # checks name and range before any work
     model.eval()

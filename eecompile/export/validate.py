@@ -75,7 +75,7 @@ def snr_db(ref: np.ndarray, got: np.ndarray) -> float:
     signal = float(np.sum(ref.astype(np.float64) ** 2))
     if noise == 0.0:
         return float("inf")
-    return 10.0 * np.log10(signal / noise)
+    return float(10.0 * np.log10(signal / noise))
 
 
 @torch.no_grad()

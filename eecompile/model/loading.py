@@ -28,7 +28,11 @@ def cache_dir() -> Path:
 
 
 def _weights_key(entry: ZooEntry) -> str:
-    blob = json.dumps({"name": entry.name, "arch": entry.build.__name__, "kwargs": entry.kwargs,
+    """Changes whenever the architecture code, its arguments, the data or the recipe change."""
+    import inspect
+
+    arch_src = hashlib.sha256(inspect.getsource(inspect.getmodule(entry.build)).encode()).hexdigest()
+    blob = json.dumps({"name": entry.name, "arch": entry.build.__name__, "arch_src": arch_src, "kwargs": entry.kwargs,
                        "dataset": entry.dataset, "recipe": asdict(entry.recipe),
                        "torch": torch.__version__.split("+")[0]}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -26,10 +26,13 @@ def ds_block(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(*_conv_bn(c_in, c_in, 3, stride, groups=c_in), *_conv_bn(c_in, c_out, 1))
 
 
-def exit_head(c_in: int, n_classes: int, hidden: int, stride: int = 1) -> nn.Sequential:
-    """SDN-style exit: 1x1 conv (strided on large maps to stay cheap), global pool, linear."""
-    return nn.Sequential(*_conv_bn(c_in, hidden, 1, stride), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                         nn.Linear(hidden, n_classes))
+def exit_head(c_in: int, n_classes: int, hidden: int, size: int) -> nn.Sequential:
+    """SDN-style exit that keeps some spatial layout: average-pool the ``size x size`` map
+    to about 4x4 (pooling first keeps the 1x1 conv cheap), 1x1 conv, flatten, linear."""
+    pool = max(1, size // 4)
+    out = size // pool
+    return nn.Sequential(nn.AvgPool2d(pool), *_conv_bn(c_in, hidden, 1), nn.Flatten(),
+                         nn.Linear(hidden * out * out, n_classes))
 
 
 def dsnet(input_shape: Sequence[int] = (1, 28, 28), widths: Sequence[int] = (32, 64, 128, 128),
@@ -48,7 +51,7 @@ def dsnet(input_shape: Sequence[int] = (1, 28, 28), widths: Sequence[int] = (32,
             size //= stride
             layers = [ds_block(c_prev, c, stride), ds_block(c, c)]
         segments.append(nn.Sequential(*layers))
-        heads.append(exit_head(c, n_classes, hidden=max(32, c), stride=2 if size >= 14 else 1))
+        heads.append(exit_head(c, n_classes, hidden=max(32, c), size=size))
         c_prev = c
     return EarlyExitModel(segments, heads, tuple(input_shape), class_names, name=name)
 

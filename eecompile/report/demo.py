@@ -45,8 +45,20 @@ def sweep(policy_name: str, exit_logits: list[np.ndarray], y: np.ndarray, cum_la
     return points
 
 
-def choose_threshold(points: list[SweepPoint], final_accuracy: float, max_drop_pts: float) -> SweepPoint:
-    """The fastest threshold whose accuracy is within ``max_drop_pts`` of the final exit's."""
+def choose_threshold(points: list[SweepPoint], final_accuracy: float, full_latency_us: float,
+                     latency_budget: float | None = 0.6, max_drop_pts: float = 0.0) -> SweepPoint:
+    """Pick a threshold from a validation sweep.
+
+    With ``latency_budget`` (a fraction of the full network's latency): the most accurate
+    threshold whose expected latency fits the budget (ties: the faster). Without it: the
+    fastest threshold whose accuracy is within ``max_drop_pts`` of the final exit's.
+    Falls back to the most conservative threshold when nothing qualifies.
+    """
+    if latency_budget is not None:
+        ok = [p for p in points if p.mean_latency_us <= latency_budget * full_latency_us]
+        if ok:
+            return max(ok, key=lambda p: (round(p.accuracy, 6), -p.mean_latency_us))
+        return min(points, key=lambda p: p.mean_latency_us)
     ok = [p for p in points if p.accuracy >= final_accuracy - max_drop_pts / 100]
     if not ok:
         return max(points, key=lambda p: p.threshold)
@@ -74,7 +86,7 @@ def _concat(parts):
 
 
 def run_demo(model_name: str = "dsnet-fmnist", out_dir: str | Path = "demo-out", n_test: int | None = None,
-             max_drop_pts: float = 0.25, quiet: bool = False) -> dict:
+             latency_budget: float = 0.6, quiet: bool = False) -> dict:
     """Run the whole demo; returns the report dict (also written to ``out_dir/report.json``)."""
     out = Path(out_dir)
     entry = ZOO[model_name]
@@ -95,7 +107,7 @@ def run_demo(model_name: str = "dsnet-fmnist", out_dir: str | Path = "demo-out",
     cum_val = np.cumsum(val_run.stage_time_us.mean(axis=0))
     val_points = sweep("max-prob", val_run.exit_logits, val.y, cum_val)
     final_val_acc = float(np.mean(val_run.exit_logits[-1].argmax(1) == val.y))
-    chosen = choose_threshold(val_points, final_val_acc, max_drop_pts)
+    chosen = choose_threshold(val_points, final_val_acc, float(cum_val[-1]), latency_budget=latency_budget)
     _write_threshold(bundle, model, val, chosen.threshold)
 
     test = load_data(f"{ds}:test").take(n_test)
@@ -119,6 +131,7 @@ def run_demo(model_name: str = "dsnet-fmnist", out_dir: str | Path = "demo-out",
         "model": model_name, "dataset": ds, "bundle": str(bundle.root), "n_test": len(test),
         "train_or_load_s": round(t_train, 2), "export_s": round(t_export, 2),
         "threshold": chosen.threshold, "threshold_chosen_on": f"{ds}:val ({len(val)} samples)",
+        "threshold_rule": f"most accurate on val with expected latency <= {latency_budget}x the full network",
         "exits": exits,
         "final_exit": {"accuracy": final_acc, "mean_latency_us": float(full.latency_us.mean())},
         "early_exit": {"accuracy": early_acc, "mean_latency_us": float(early.latency_us.mean())},

@@ -1,0 +1,66 @@
+"""The CLI is a thin shim: every command has help with an example; errors are messages."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from eecompile.cli import main
+
+COMMANDS = sorted(main.commands)
+
+
+@pytest.fixture
+def cli():
+    runner = CliRunner()
+    return lambda *args: runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help_with_example(cli, command):
+    res = cli(command, "--help")
+    assert res.exit_code == 0 and "Example:" in res.output
+
+
+def test_export_run_info_validate(cli, tmp_path, digits_data):
+    out = tmp_path / "b"
+    res = cli("export", "dsnet-digits", "--target", "onnx", "--calib-data", "digits:train:64", "-o", out, "--json")
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.output)
+    assert report["validation"]["passed"] and report["validation"]["n_samples"] == 300  # digits:val
+
+    np.save(tmp_path / "x.npy", digits_data["test"].x[:5])
+    res = cli("run", out, "--input", tmp_path / "x.npy", "--policy", "max-prob", "--threshold", "0.5", "--json")
+    assert res.exit_code == 0
+    rows = json.loads(res.output)["samples"]
+    assert len(rows) == 5 and all(0 <= r["exit_idx"] <= 2 for r in rows)
+
+    res = cli("run", out, "--input", "digits:test:20", "--max-exit", "0", "--json")
+    summary = json.loads(res.output)["summary"]
+    assert summary["exit_share"] == [1.0, 0.0, 0.0] and summary["accuracy"] > 0.7
+
+    assert "stage 2" in cli("info", out).output
+    res = cli("validate", out, "--data", "digits:test:100", "--json")
+    assert res.exit_code == 0 and json.loads(res.output)["n_samples"] == 100
+
+
+def test_errors_are_messages_not_tracebacks(cli, tmp_path):
+    res = cli("export", "no-such-model", "--calib-data", "digits", "-o", tmp_path / "b")
+    assert res.exit_code == 1 and "ModelLoadError: no-such-model is not a zoo model" in res.output.replace("'", "")
+    assert "Traceback" not in res.output
+    res = cli("run", tmp_path / "missing", "--input", "digits:test:2")
+    assert res.exit_code == 1 and "BundleError" in res.output and "hint:" in res.output
+    res = cli("export", "dsnet-digits", "--calib-data", "digits:nope", "-o", tmp_path / "b")
+    assert res.exit_code == 1 and "unknown split" in res.output
+
+
+def test_existing_output_fails_before_any_work(cli, tmp_path):
+    (tmp_path / "b").mkdir()
+    res = cli("export", "dsnet-digits", "--calib-data", "digits", "-o", tmp_path / "b")
+    assert res.exit_code == 1 and "already exists" in res.output and "--force" in res.output
+
+
+def test_zoo_lists_models(cli):
+    rows = json.loads(cli("zoo", "--json").output)
+    assert {"dsnet-fmnist", "dsnet-digits", "resnet-digits"} <= {r["name"] for r in rows}
