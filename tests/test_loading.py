@@ -54,3 +54,37 @@ def test_import_error_in_user_file(tmp_path):
     p.write_text("import not_a_module_anywhere\n")
     with pytest.raises(ModelLoadError, match="importing .* failed: ModuleNotFoundError"):
         load_model(f"{p}:build")
+
+
+def test_two_stage_training_freezes_backbone_and_trains_heads():
+    import torch
+
+    from eecompile.data import load_data
+    from eecompile.model.train import exit_accuracies, train
+    from eecompile.model.zoo import ZOO, Recipe
+
+    model = ZOO["resnet-digits"].make()
+    data = load_data("digits:train")
+    seen = {}
+
+    def snapshot(name):
+        return {k: v.clone() for k, v in model.state_dict().items() if k.startswith(name)}
+
+    orig = torch.optim.AdamW
+
+    class Spy(orig):  # record the backbone right before the head phase starts
+        def __init__(self, params, **kw):
+            params = list(params)
+            if len(params) == sum(1 for h in model.heads[:-1] for _ in h.parameters()):
+                seen["backbone"] = snapshot("segments")
+            super().__init__(params, **kw)
+
+    torch.optim.AdamW = Spy
+    try:
+        train(model, data, Recipe(mode="two-stage", epochs=8, lr=5e-3, batch_size=64), quiet=True)
+    finally:
+        torch.optim.AdamW = orig
+    after = snapshot("segments")
+    assert all(torch.equal(seen["backbone"][k], after[k]) for k in after)  # BN stats and weights frozen
+    acc = exit_accuracies(model, load_data("digits:val"))
+    assert acc[-1] > 0.9 and min(acc) > 0.3  # the heads learned (chance is 0.1)
