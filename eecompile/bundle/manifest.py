@@ -37,6 +37,7 @@ class TensorSpec:
     dtype: str  # numpy dtype name: "int8", "float32", "float16"
     perm_from_torch: list[int]  # exported = torch_tensor.permute(perm_from_torch)
     index: int = -1  # backend tensor index (TFLite) or position (ONNX)
+    signature_name: str = ""  # name in the graph's signature (TFLite: outputs are output_<i>)
     quant: QuantParams | None = None
     requant_from: QuantParams | None = None  # inputs: producer's quant params when they differ
 
@@ -130,6 +131,7 @@ def _tensor(d: dict) -> TensorSpec:
         raise ValueError(f"tensor role {d['role']!r}")
     return TensorSpec(name=d["name"], role=d["role"], shape=[int(x) for x in d["shape"]], dtype=d["dtype"],
                       perm_from_torch=[int(x) for x in d["perm_from_torch"]], index=int(d["index"]),
+                      signature_name=d.get("signature_name", ""),
                       quant=_quant(d.get("quant")), requant_from=_quant(d.get("requant_from")))
 
 

@@ -100,8 +100,10 @@ class _StageExporter:
         torch_out = [(n, r, list(t.shape)) for n, r, t in zip(out_names, out_roles, outs)]
         if self.precision == "onnx":
             ident = lambda shp: list(range(len(shp)))  # noqa: E731
-            inputs = [TensorSpec(n, r, [-1] + s[1:], "float32", ident(s), i) for i, (n, r, s) in enumerate(torch_in)]
-            outputs = [TensorSpec(n, r, [-1] + s[1:], "float32", ident(s), i) for i, (n, r, s) in enumerate(torch_out)]
+            inputs = [TensorSpec(n, r, [-1] + s[1:], "float32", ident(s), i, signature_name=n)
+                      for i, (n, r, s) in enumerate(torch_in)]
+            outputs = [TensorSpec(n, r, [-1] + s[1:], "float32", ident(s), i, signature_name=n)
+                       for i, (n, r, s) in enumerate(torch_out)]
             file = onnx_path.name
             signature = None
         else:

@@ -154,17 +154,18 @@ def _io_specs(data: bytes, torch_in: list[tuple[str, str, list[int]]], torch_out
     runner = interp.get_signature_runner(sig)
     in_d, out_d = runner.get_input_details(), runner.get_output_details()
 
-    def spec(d: dict, name: str, role: str, torch_shape: list[int]) -> TensorSpec:
+    def spec(d: dict, name: str, role: str, torch_shape: list[int], sig_name: str) -> TensorSpec:
         shape = [int(s) for s in d["shape"]]
         scale, zp = d["quantization"]
         q = QuantParams(float(scale), int(zp)) if scale != 0.0 else None
         return TensorSpec(name=name, role=role, shape=shape, dtype=np.dtype(d["dtype"]).name,
                           perm_from_torch=infer_perm(torch_shape, shape, f"stage {stage_idx} {name}"),
-                          index=int(d["index"]), quant=q)
+                          index=int(d["index"]), quant=q, signature_name=sig_name)
 
     try:
-        inputs = [spec(in_d[name], name, role, shp) for name, role, shp in torch_in]
-        outputs = [spec(out_d[f"output_{i}"], name, role, shp) for i, (name, role, shp) in enumerate(torch_out)]
+        inputs = [spec(in_d[name], name, role, shp, name) for name, role, shp in torch_in]
+        outputs = [spec(out_d[f"output_{i}"], name, role, shp, f"output_{i}")
+                   for i, (name, role, shp) in enumerate(torch_out)]
     except KeyError as exc:
         raise ExportError(f"stage {stage_idx}: signature lacks {exc}; has {list(in_d)} -> {list(out_d)}",
                           hint="report the model to eecompile") from exc

@@ -1,0 +1,172 @@
+/*
+ * ee.h -- the eecompile early-exit harness: run an exported bundle stage by stage on the
+ * LiteRT C API and stop at the first exit whose policy fires.
+ *
+ * C99, no C++ in this header. Naming: ee_<noun>_<verb>. All handles are opaque.
+ *
+ * Lifetime and ownership, in one place:
+ *   - An ee_bundle_desc is static data generated per bundle by `eecompile harness`
+ *     (ee_bundle_gen.c); the harness only reads it and never frees it.
+ *   - ee_session_create() loads libLiteRt.so (dlopen), the stage models of the bundle and
+ *     allocates every buffer. Nothing is allocated in ee_session_run().
+ *   - Pointers inside an ee_result (probabilities, exit logits) are owned by the session
+ *     and stay valid until the next ee_session_run() or ee_session_free() on it.
+ *   - ee_session_free(NULL) is a no-op.
+ *   - A session is not thread-safe: use one session per thread.
+ */
+#ifndef EE_H
+#define EE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define EE_ABI_VERSION 1         /* bumped when ee_bundle_desc or this API changes */
+#define EE_MAX_STAGES 16
+#define EE_MAX_GRAPH_IO 8
+#define EE_MAX_RANK 8
+#define EE_LITERT_VERSION "2.3.0" /* the LiteRT C API version whose prototypes we declare */
+
+typedef enum {
+    EE_OK = 0,
+    EE_ERR_INVALID_ARG = -1, /* NULL argument, size mismatch, value out of range */
+    EE_ERR_IO = -2,          /* a stage file is missing or unreadable */
+    EE_ERR_BACKEND = -3,     /* LiteRT failed to load or run a model */
+    EE_ERR_VERSION = -4,     /* libLiteRt.so is missing, or not the pinned version, or desc ABI differs */
+    EE_ERR_NO_MEMORY = -5,
+    EE_ERR_MODEL = -6        /* a stage model does not match the bundle description (corrupt/other bundle) */
+} ee_status;
+
+/* A short static description of a status ("invalid argument", ...). Never NULL. */
+const char *ee_status_str(ee_status status);
+
+/* FNV-1a 64 of n bytes: the checksum the generator records for every stage file. */
+uint64_t ee_fnv1a64(const void *data, size_t n);
+
+typedef enum { EE_DTYPE_FLOAT32 = 1, EE_DTYPE_INT8 = 9 } ee_dtype; /* LiteRT element type codes */
+
+typedef enum {
+    EE_POLICY_MAX_PROB = 0, /* fires when max softmax >= t */
+    EE_POLICY_ENTROPY = 1,  /* fires when entropy / log(C) <= t */
+    EE_POLICY_MARGIN = 2,   /* fires when p1 - p2 >= t */
+    EE_POLICY_PATIENCE = 3  /* fires when the top-1 class stayed the same over t consecutive exits (PABEE) */
+} ee_policy;
+
+typedef enum { EE_ROLE_INPUT = 0, EE_ROLE_STATE = 1, EE_ROLE_LOGITS = 2 } ee_role;
+typedef enum { EE_GRAPH_FUSED = 0, EE_GRAPH_SEGMENT = 1, EE_GRAPH_HEAD = 2 } ee_graph_kind;
+
+/* ---- bundle description (generated; see eecompile/harness) ---------------------------- */
+typedef struct {
+    float scale;
+    int32_t zero_point;
+} ee_quant;
+
+typedef struct {
+    const char *signature_name; /* name in the model's signature, e.g. "state_in_0", "output_1" */
+    ee_role role;
+    ee_dtype dtype;
+    int32_t rank;
+    int32_t dims[EE_MAX_RANK]; /* exported layout (NHWC for 4-D), batch first */
+    size_t n_bytes;
+    bool has_quant;
+    ee_quant quant;
+    bool requant;           /* inputs: requantize from requant_from to quant before feeding */
+    ee_quant requant_from;
+} ee_tensor_desc;
+
+typedef struct {
+    const char *file; /* relative to the bundle directory */
+    size_t file_bytes;   /* expected size of the file */
+    uint64_t file_fnv1a; /* FNV-1a 64 of the file: a corrupt or foreign file is refused before LiteRT sees it */
+    ee_graph_kind kind;
+    int32_t n_inputs;
+    int32_t n_outputs;
+    const ee_tensor_desc *inputs;
+    const ee_tensor_desc *outputs;
+} ee_graph_desc;
+
+typedef struct {
+    int32_t n_graphs; /* 1 (fused) or 2 (segment, head) */
+    const ee_graph_desc *graphs;
+} ee_stage_desc;
+
+typedef struct {
+    uint32_t abi_version; /* EE_ABI_VERSION of the generator */
+    const char *name;
+    const char *target; /* "tflite-int8", ... */
+    int32_t n_stages;   /* == number of exits */
+    int32_t n_classes;
+    const ee_stage_desc *stages;
+    ee_policy policy;
+    const float *thresholds;        /* n_stages entries; the last exit always fires */
+    const char *const *class_names; /* n_classes entries */
+} ee_bundle_desc;
+
+/* ---- sessions --------------------------------------------------------------------------- */
+typedef struct ee_session ee_session; /* opaque */
+
+typedef enum { EE_LOG_DEBUG = 0, EE_LOG_INFO = 1, EE_LOG_WARN = 2, EE_LOG_ERROR = 3 } ee_log_level;
+typedef void (*ee_log_fn)(ee_log_level level, const char *msg, void *user_data);
+
+typedef struct {
+    const char *bundle_dir;  /* directory holding the stage files; required */
+    const char *litert_path; /* path of libLiteRt.so; NULL: $EE_LITERT_LIB, then the loader's search path */
+    int32_t n_threads;       /* XNNPACK threads per stage model; default 1 */
+    bool check_version;      /* refuse a libLiteRt.so that is not EE_LITERT_VERSION (default true) */
+    ee_log_fn log_fn;        /* NULL: errors go to stderr */
+    void *log_user_data;
+} ee_session_params;
+
+ee_session_params ee_session_default_params(void);
+
+/* Create a session for `desc`. On error *out is NULL and nothing is leaked. */
+ee_status ee_session_create(const ee_bundle_desc *desc, const ee_session_params *params, ee_session **out);
+
+/* NULL-safe. */
+void ee_session_free(ee_session *s);
+
+/* Override the policy and the per-exit thresholds (n == n_stages or n_stages - 1).
+ * max-prob/entropy/margin thresholds must lie in [0, 1]; patience: whole numbers >= 1. */
+ee_status ee_session_set_policy(ee_session *s, ee_policy policy, const float *thresholds, int32_t n);
+
+typedef struct {
+    int32_t max_exit;   /* stop at this exit at the latest; -1: the last exit */
+    bool no_early_exit; /* evaluate every exit (for validation); the result is the last run exit */
+} ee_run_options;
+
+ee_run_options ee_run_default_options(void);
+
+typedef struct {
+    int32_t class_idx;
+    int32_t exit_idx;
+    float confidence;                      /* max softmax probability at the exit taken */
+    const float *probs;                    /* n_classes, owned by the session */
+    int32_t n_classes;
+    int32_t n_stages_run;
+    const void *exit_logits[EE_MAX_STAGES]; /* raw logits per exit (int8 or float), NULL if not run */
+    int64_t t_stage_us[EE_MAX_STAGES];      /* wall time per stage (models + requant), microseconds */
+    int64_t t_decision_ns[EE_MAX_STAGES];   /* exit decision time per exit, nanoseconds */
+    int64_t t_total_us;
+} ee_result;
+
+/* Size in bytes of the raw input expected by ee_session_run_raw (the first stage's input). */
+size_t ee_session_input_bytes(const ee_session *s);
+
+/* Run one sample given in the model's own input layout (NHWC) and dtype (int8 for
+ * tflite-int8: already quantized with the bundle's input quant params). */
+ee_status ee_session_run_raw(ee_session *s, const void *input, size_t n_bytes, const ee_run_options *opts,
+                             ee_result *out);
+
+/* Run one sample given as float32 in the model's input layout (NHWC); the harness
+ * quantizes it (round half away from zero) when the model input is int8. */
+ee_status ee_session_run_f32(ee_session *s, const float *input, size_t n_floats, const ee_run_options *opts,
+                             ee_result *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* EE_H */

@@ -1,0 +1,166 @@
+"""The C harness against the Python runtime: class and exit index agree on every sample and
+the int8 logits agree bit for bit, at several policies and thresholds, on two architectures
+(plus split heads). Also: every bad input gets a status (ee_test_errors), the harness runs
+clean under ASan+UBSan, and bad bundle files give clear errors, never a crash."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from eecompile import Runtime
+from eecompile.harness import build_harness, find_litert_lib, generate_harness
+from eecompile.runtime.quant import dequantize, to_graph_input
+
+pytestmark = pytest.mark.skipif(shutil.which("cmake") is None or shutil.which("cc") is None,
+                                reason="needs cmake and a C compiler")
+
+POLICIES = [("max-prob", "0.9"), ("max-prob", "0.6"), ("entropy", "0.15"), ("margin", "0.5"), ("patience", "1")]
+
+
+def built(bundle, tmp: Path, sanitize: bool = False):
+    src = generate_harness(bundle, tmp / "src")
+    return build_harness(src, tmp / ("build-san" if sanitize else "build"), sanitize=sanitize)
+
+
+@pytest.fixture(scope="module")
+def lib():
+    return str(find_litert_lib())
+
+
+@pytest.fixture(scope="module")
+def resnet_bundle(digits_data, tmp_path_factory):
+    from eecompile import ExportOptions, export
+    from eecompile.model.loading import load_zoo
+
+    model = load_zoo("resnet-digits", quiet=True)
+    return export(model, "tflite-int8", digits_data["train"], tmp_path_factory.mktemp("r") / "resnet",
+                  val_data=digits_data["val"], options=ExportOptions(quiet=True, model_source="resnet-digits"))
+
+
+@pytest.fixture(scope="module")
+def split_bundle(export_module, tmp_path_factory):
+    return export_module("tflite-int8", tmp_path_factory.mktemp("s") / "split", split_heads=True)
+
+
+@pytest.fixture(scope="module")
+def export_module(digits_model, digits_data):
+    from eecompile import ExportOptions, export
+
+    return lambda target, out, **o: export(digits_model, target, digits_data["train"], out, val_data=digits_data["val"],
+                                           options=ExportOptions(quiet=True, model_source="dsnet-digits", **o))
+
+
+def run_c(exe: Path, bundle, x_q: np.ndarray, lib: str, tmp: Path, *args: str, env=None):
+    inp = tmp / "in.bin"
+    x_q.tofile(inp)
+    dump = tmp / "logits.bin"
+    proc = subprocess.run([str(exe), str(bundle.root), str(inp), "--litert", lib, "--json", "--dump-logits", str(dump),
+                           *args], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    n_exits, n_classes = bundle.manifest.n_exits, bundle.manifest.exits[0].n_classes
+    logits = np.fromfile(dump, dtype=np.int8).reshape(len(x_q), n_exits, n_classes)
+    return out, logits, proc.stderr
+
+
+def check_parity(bundle, exe: Path, x: np.ndarray, lib: str, tmp: Path) -> dict:
+    rt = Runtime(bundle)
+    x_q = to_graph_input(x, bundle.manifest.input[0])
+    ref_all = rt.run(x, no_early_exit=True, keep_logits=True)
+    out, logits, _ = run_c(exe, bundle, x_q, lib, tmp, "--all-exits")
+    for k in range(bundle.manifest.n_exits):  # every exit's int8 logits, bit for bit
+        spec = [t for t in bundle.manifest.stages[k].graphs[-1].outputs if t.role == "logits"][0]
+        np.testing.assert_array_equal(dequantize(logits[:, k], spec.quant), ref_all.exit_logits[k])
+    agree = {}
+    for policy, t in POLICIES:
+        ref = rt.run(x, policy=policy, thresholds=float(t))
+        out, _, _ = run_c(exe, bundle, x_q, lib, tmp, "--policy", policy, "--thresholds", t)
+        cls = np.array([s["class_idx"] for s in out["samples"]])
+        ext = np.array([s["exit_idx"] for s in out["samples"]])
+        np.testing.assert_array_equal(ext, ref.exit_idx, err_msg=f"{policy} {t}")
+        np.testing.assert_array_equal(cls, ref.class_idx, err_msg=f"{policy} {t}")
+        agree[(policy, t)] = np.bincount(ext, minlength=bundle.manifest.n_exits).tolist()
+    return agree
+
+
+def test_parity_dsnet_int8(int8_bundle, digits_data, lib, tmp_path):
+    exe = built(int8_bundle, tmp_path).ee_run
+    shares = check_parity(int8_bundle, exe, digits_data["test"].x, lib, tmp_path)
+    assert any(s[0] > 0 and s[-1] > 0 for s in shares.values())  # the settings really exit at different depths
+
+
+def test_parity_resnet_int8(resnet_bundle, digits_data, lib, tmp_path):
+    exe = built(resnet_bundle, tmp_path).ee_run
+    check_parity(resnet_bundle, exe, digits_data["test"].x, lib, tmp_path)
+
+
+def test_parity_split_heads_and_requant(split_bundle, digits_data, lib, tmp_path):
+    exe = built(split_bundle, tmp_path).ee_run
+    check_parity(split_bundle, exe, digits_data["test"].x[:100], lib, tmp_path)
+
+
+def test_f32_input_quantized_in_c_equals_raw(int8_bundle, digits_data, lib, tmp_path):
+    exe = built(int8_bundle, tmp_path).ee_run
+    x = digits_data["test"].x[:50]
+    x_nhwc = np.ascontiguousarray(np.transpose(x, int8_bundle.manifest.input[0].perm_from_torch))
+    out_f, logits_f, _ = run_c(exe, int8_bundle, x_nhwc.astype(np.float32), lib, tmp_path, "--f32", "--all-exits")
+    out_q, logits_q, _ = run_c(exe, int8_bundle, to_graph_input(x, int8_bundle.manifest.input[0]), lib, tmp_path,
+                               "--all-exits")
+    np.testing.assert_array_equal(logits_f, logits_q)
+
+
+def test_error_statuses(int8_bundle, lib, tmp_path):
+    b = built(int8_bundle, tmp_path)
+    proc = subprocess.run([str(b.test_errors), str(int8_bundle.root), lib], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip().endswith(", 0 failed")
+
+
+def test_sanitizers_clean(int8_bundle, split_bundle, digits_data, lib, tmp_path):
+    env = {"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=1", "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
+           "PATH": "/usr/bin:/bin"}
+    for bundle in (int8_bundle, split_bundle):
+        b = built(bundle, tmp_path / bundle.root.name, sanitize=True)
+        proc = subprocess.run([str(b.test_errors), str(bundle.root), lib], capture_output=True, text=True, env=env)
+        assert proc.returncode == 0 and "Sanitizer" not in proc.stderr and "runtime error" not in proc.stderr, \
+            proc.stderr[-3000:]
+        x_q = to_graph_input(digits_data["test"].x[:30], bundle.manifest.input[0])
+        _, _, err = run_c(b.ee_run, bundle, x_q, lib, tmp_path, "--policy", "patience", "--thresholds", "1", env=env)
+        assert "Sanitizer" not in err and "runtime error" not in err, err[-3000:]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "missing"])
+def test_bad_stage_files_give_a_status(int8_bundle, lib, tmp_path, damage):
+    exe = built(int8_bundle, tmp_path / "b").ee_run
+    copy = tmp_path / "bundle"
+    shutil.copytree(int8_bundle.root, copy)
+    f = copy / "stage1.tflite"
+    if damage == "truncate":
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 3])
+    elif damage == "garbage":
+        f.write_bytes(bytes(range(256)) * 8)
+    else:
+        f.unlink()
+    x_q = np.zeros(int(np.prod(int8_bundle.manifest.input[0].shape)), np.int8)
+    x_q.tofile(tmp_path / "in.bin")
+    proc = subprocess.run([str(exe), str(copy), str(tmp_path / "in.bin"), "--litert", lib],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr  # a status, not a signal
+    assert "cannot create session" in proc.stderr
+
+
+def test_runner_rejects_bad_input_file(int8_bundle, lib, tmp_path):
+    exe = built(int8_bundle, tmp_path).ee_run
+    (tmp_path / "odd.bin").write_bytes(b"\0" * 65)
+    proc = subprocess.run([str(exe), str(int8_bundle.root), str(tmp_path / "odd.bin"), "--litert", lib],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 and "not a whole number of 64-byte samples" in proc.stderr
+    proc = subprocess.run([str(exe), str(int8_bundle.root), str(tmp_path / "odd.bin"), "--max-exit", "9"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "--max-exit out of range" in proc.stderr
