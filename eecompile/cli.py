@@ -116,10 +116,11 @@ def _default_val(calib_data: str) -> str | None:
               help="auto: convert without onnxsim, retry with it if the float graph disagrees with ONNX Runtime.")
 @click.option("--allow-mismatch", is_flag=True, help="Write the bundle even if validation fails.")
 @click.option("--force", is_flag=True, help="Replace an existing bundle at -o.")
+@click.option("--harness", "harness_dir", type=click.Path(), help="Also generate and build the C harness here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the validation report as JSON.")
 @handle_errors
 def export(model, target, calib_data, val_data, output, split_heads, policy, threshold, onnxsim, allow_mismatch,
-           force, as_json) -> None:
+           force, harness_dir, as_json) -> None:
     """Export MODEL (zoo name or path/to/file.py:function) to a validated per-stage bundle.
 
     \b
@@ -142,12 +143,19 @@ def export(model, target, calib_data, val_data, output, split_heads, policy, thr
     bundle = do_export(m, target, load_data(calib_data), output, val_data=load_data(val_spec, "val") if val_spec else None,
                        options=opts)
     v = bundle.manifest.validation
+    harness_exe = None
+    if harness_dir:
+        from eecompile.harness import build_harness, generate_harness
+
+        harness_exe = str(build_harness(generate_harness(bundle, harness_dir)).ee_run)
     if as_json:
-        click.echo(json.dumps({"bundle": str(bundle.root), "validation": v}, indent=2))
+        click.echo(json.dumps({"bundle": str(bundle.root), "validation": v, "harness": harness_exe}, indent=2))
         return
     _console().print(validation_table(v))
     n_req = sum(b["requantize"] for b in bundle.manifest.boundaries)
     click.echo(f"bundle: {bundle.root} ({len(bundle.manifest.stages)} stages, {n_req} boundary requantization(s))")
+    if harness_exe:
+        click.echo(f"C harness: {harness_exe}")
     if v["failures"]:
         click.echo(f"WARNING: {len(v['failures'])} validation check(s) failed; kept because of --allow-mismatch")
 
@@ -254,6 +262,31 @@ def info(bundle_dir, as_json) -> None:
                    f"exit {e.exit_idx}: {e.policy} {e.threshold:g}")
     if m.validation:
         _console().print(validation_table(m.validation))
+
+
+@main.command()
+@click.argument("bundle_dir", type=click.Path())
+@click.option("--output", "-o", required=True, type=click.Path(), help="Directory for the generated C sources.")
+@click.option("--build", "do_build", is_flag=True, help="Also build libee + ee_run with CMake.")
+@click.option("--arch", type=click.Choice(["host", "aarch64"]), default="host", show_default=True)
+@click.option("--sanitize", is_flag=True, help="Build with ASan + UBSan.")
+@handle_errors
+def harness(bundle_dir, output, do_build, arch, sanitize) -> None:
+    """Generate the C harness for BUNDLE_DIR (bundle constants as C + the harness sources).
+
+    \b
+    Example:
+      eecompile harness out/dsnet-int8 -o out/dsnet-c --build
+      out/dsnet-c/build-host/ee_run out/dsnet-int8 inputs.bin --litert $(python -c 'import ai_edge_litert,os;print(os.path.dirname(ai_edge_litert.__file__))')/libLiteRt.so
+    """
+    from eecompile.bundle.io import load_bundle
+    from eecompile.harness import build_harness, generate_harness
+
+    out = generate_harness(load_bundle(bundle_dir), output)
+    click.echo(f"generated {out / 'ee_bundle_gen.c'} and {out / 'ee_bundle_gen.h'}")
+    if do_build:
+        res = build_harness(out, arch=arch, sanitize=sanitize)
+        click.echo(f"built {res.ee_run}")
 
 
 @main.command()

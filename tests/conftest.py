@@ -41,7 +41,7 @@ def _export(model, target, data, out: Path, **opts):
     from eecompile.export import ExportOptions, export
 
     return export(model, target, data["train"], out, val_data=data["val"],
-                  options=ExportOptions(quiet=True, model_source="dsnet-digits", **opts))
+                  options=ExportOptions(quiet=True, model_source=getattr(model, "name", ""), **opts))
 
 
 @pytest.fixture(scope="session")
@@ -58,3 +58,17 @@ def onnx_bundle(digits_model, digits_data, tmp_path_factory):
 def export_digits(digits_model, digits_data):
     """Export the digits model to a new bundle: export_digits(target, out, **options)."""
     return lambda target, out, **opts: _export(digits_model, target, digits_data, out, **opts)
+
+
+@pytest.fixture(scope="session")
+def resnet_bundle(digits_data, tmp_path_factory):
+    """A second architecture (residual blocks, two-stage training) for harness parity."""
+    from eecompile.model.loading import load_zoo
+
+    model = load_zoo("resnet-digits", quiet=True)
+    return _export(model, "tflite-int8", digits_data, tmp_path_factory.mktemp("r") / "resnet")
+
+
+@pytest.fixture(scope="session")
+def split_bundle(digits_model, digits_data, tmp_path_factory):
+    return _export(digits_model, "tflite-int8", digits_data, tmp_path_factory.mktemp("s") / "split", split_heads=True)

@@ -64,3 +64,16 @@ def test_existing_output_fails_before_any_work(cli, tmp_path):
 def test_zoo_lists_models(cli):
     rows = json.loads(cli("zoo", "--json").output)
     assert {"dsnet-fmnist", "dsnet-digits", "resnet-digits"} <= {r["name"] for r in rows}
+
+
+def test_harness_command_generates_and_builds(cli, int8_bundle, tmp_path):
+    import shutil
+
+    if shutil.which("cmake") is None:
+        pytest.skip("needs cmake")
+    res = cli("harness", int8_bundle.root, "-o", tmp_path / "c", "--build")
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "c" / "build-host" / "ee_run").exists()
+    assert "EE_BUNDLE_N_STAGES 3" in (tmp_path / "c" / "ee_bundle_gen.h").read_text()
+    res = cli("harness", tmp_path / "nope", "-o", tmp_path / "c2")
+    assert res.exit_code == 1 and "BundleError" in res.output

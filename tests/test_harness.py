@@ -33,35 +33,14 @@ def lib():
     return str(find_litert_lib())
 
 
-@pytest.fixture(scope="module")
-def resnet_bundle(digits_data, tmp_path_factory):
-    from eecompile import ExportOptions, export
-    from eecompile.model.loading import load_zoo
-
-    model = load_zoo("resnet-digits", quiet=True)
-    return export(model, "tflite-int8", digits_data["train"], tmp_path_factory.mktemp("r") / "resnet",
-                  val_data=digits_data["val"], options=ExportOptions(quiet=True, model_source="resnet-digits"))
-
-
-@pytest.fixture(scope="module")
-def split_bundle(export_module, tmp_path_factory):
-    return export_module("tflite-int8", tmp_path_factory.mktemp("s") / "split", split_heads=True)
-
-
-@pytest.fixture(scope="module")
-def export_module(digits_model, digits_data):
-    from eecompile import ExportOptions, export
-
-    return lambda target, out, **o: export(digits_model, target, digits_data["train"], out, val_data=digits_data["val"],
-                                           options=ExportOptions(quiet=True, model_source="dsnet-digits", **o))
-
-
-def run_c(exe: Path, bundle, x_q: np.ndarray, lib: str, tmp: Path, *args: str, env=None):
+def run_c(exe: Path, bundle, x_q: np.ndarray, lib: str, tmp: Path, *args: str, env=None, wrap=None):
+    """Run ee_run (``wrap(exe, args)`` builds the command line, e.g. under qemu)."""
     inp = tmp / "in.bin"
     x_q.tofile(inp)
     dump = tmp / "logits.bin"
-    proc = subprocess.run([str(exe), str(bundle.root), str(inp), "--litert", lib, "--json", "--dump-logits", str(dump),
-                           *args], capture_output=True, text=True, env=env, timeout=300)
+    argv = [str(bundle.root), str(inp), "--litert", lib, "--json", "--dump-logits", str(dump), *args]
+    cmd = wrap(exe, argv) if wrap else [str(exe), *argv]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout)
     n_exits, n_classes = bundle.manifest.n_exits, bundle.manifest.exits[0].n_classes
@@ -69,18 +48,18 @@ def run_c(exe: Path, bundle, x_q: np.ndarray, lib: str, tmp: Path, *args: str, e
     return out, logits, proc.stderr
 
 
-def check_parity(bundle, exe: Path, x: np.ndarray, lib: str, tmp: Path) -> dict:
+def check_parity(bundle, exe: Path, x: np.ndarray, lib: str, tmp: Path, wrap=None) -> dict:
     rt = Runtime(bundle)
     x_q = to_graph_input(x, bundle.manifest.input[0])
     ref_all = rt.run(x, no_early_exit=True, keep_logits=True)
-    out, logits, _ = run_c(exe, bundle, x_q, lib, tmp, "--all-exits")
+    out, logits, _ = run_c(exe, bundle, x_q, lib, tmp, "--all-exits", wrap=wrap)
     for k in range(bundle.manifest.n_exits):  # every exit's int8 logits, bit for bit
         spec = [t for t in bundle.manifest.stages[k].graphs[-1].outputs if t.role == "logits"][0]
         np.testing.assert_array_equal(dequantize(logits[:, k], spec.quant), ref_all.exit_logits[k])
     agree = {}
     for policy, t in POLICIES:
         ref = rt.run(x, policy=policy, thresholds=float(t))
-        out, _, _ = run_c(exe, bundle, x_q, lib, tmp, "--policy", policy, "--thresholds", t)
+        out, _, _ = run_c(exe, bundle, x_q, lib, tmp, "--policy", policy, "--thresholds", t, wrap=wrap)
         cls = np.array([s["class_idx"] for s in out["samples"]])
         ext = np.array([s["exit_idx"] for s in out["samples"]])
         np.testing.assert_array_equal(ext, ref.exit_idx, err_msg=f"{policy} {t}")
