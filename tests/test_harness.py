@@ -143,3 +143,21 @@ def test_runner_rejects_bad_input_file(int8_bundle, lib, tmp_path):
     proc = subprocess.run([str(exe), str(int8_bundle.root), str(tmp_path / "odd.bin"), "--max-exit", "9"],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "--max-exit out of range" in proc.stderr
+
+
+@pytest.mark.skipif(shutil.which("clang") is None, reason="libFuzzer needs clang (.ci/run installs it)")
+def test_fuzz_parsers_and_run_bounded(int8_bundle, lib, tmp_path):
+    """libFuzzer (ASan+UBSan) over the runner's parsers, the input-file reader and
+    ee_session_run_raw/ee_session_set_policy with arbitrary bytes, for a bounded time."""
+    import os
+
+    b = build_harness(generate_harness(int8_bundle, tmp_path / "src"), tmp_path / "fuzz", fuzz=True)
+    seconds = os.environ.get("EE_FUZZ_SECONDS", "20")
+    env = dict(os.environ, EE_FUZZ_BUNDLE=str(int8_bundle.root), EE_LITERT_LIB=lib)
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    proc = subprocess.run([str(b.fuzz), f"-max_total_time={seconds}", "-rss_limit_mb=4096", str(corpus)],
+                          capture_output=True, text=True, env=env, timeout=int(seconds) + 240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = int(proc.stderr.strip().splitlines()[-1].split()[1])  # "Done N runs in S second(s)"
+    assert runs > 1000

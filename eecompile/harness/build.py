@@ -25,6 +25,7 @@ class BuildResult:
     build_dir: Path
     ee_run: Path
     test_errors: Path
+    fuzz: Path | None = None
 
 
 def find_litert_lib() -> Path:
@@ -47,15 +48,20 @@ def _run(cmd: list[str], cwd: Path) -> None:
 
 
 def build_harness(src_dir: str | Path, build_dir: str | Path | None = None, arch: str = "host",
-                  sanitize: bool = False, build_type: str = "Release") -> BuildResult:
+                  sanitize: bool = False, build_type: str = "Release", fuzz: bool = False) -> BuildResult:
     """Configure and build ``src_dir`` (a directory written by ``generate_harness``)."""
     src = Path(src_dir).resolve()
-    build = Path(build_dir) if build_dir else src / f"build-{arch}{'-san' if sanitize else ''}"
+    suffix = "-fuzz" if fuzz else "-san" if sanitize else ""
+    build = Path(build_dir) if build_dir else src / f"build-{arch}{suffix}"
     build.mkdir(parents=True, exist_ok=True)
     if shutil.which("cmake") is None:
         raise EecompileError("cmake not found", hint="apt-get install -y cmake")
     args = ["cmake", "-S", str(src), "-B", str(build), f"-DCMAKE_BUILD_TYPE={build_type}",
             f"-DEE_SANITIZE={'ON' if sanitize else 'OFF'}"]
+    if fuzz:
+        if shutil.which("clang") is None:
+            raise EecompileError("clang not found (libFuzzer needs it)", hint="apt-get install -y clang")
+        args += ["-DCMAKE_C_COMPILER=clang", "-DEE_FUZZ=ON", "-DEE_SANITIZE=ON"]
     if arch == "aarch64":
         if shutil.which("aarch64-linux-gnu-gcc") is None:
             raise EecompileError("aarch64-linux-gnu-gcc not found", hint="apt-get install -y crossbuild-essential-arm64")
@@ -66,4 +72,4 @@ def build_harness(src_dir: str | Path, build_dir: str | Path | None = None, arch
         raise EecompileError(f"unknown arch {arch!r}", hint="use host or aarch64")
     _run(args, src)
     _run(["cmake", "--build", str(build), "-j", str(os.cpu_count() or 2)], src)
-    return BuildResult(build, build / "ee_run", build / "ee_test_errors")
+    return BuildResult(build, build / "ee_run", build / "ee_test_errors", build / "ee_fuzz" if fuzz else None)
