@@ -54,8 +54,27 @@ def infer_perm(torch_shape: list[int], exported_shape: list[int], what: str) -> 
                       hint="onnx2tf changed the tensor's shape; report this model to eecompile")
 
 
-def _onnx2tf(onnx_path: Path, out_dir: Path, use_onnxsim: bool, stage_idx: int):
+def _sample_images(sample: list[np.ndarray]):
+    """onnx2tf downloads sample images for inputs that look like RGB images (4-D, 3 channels),
+    even without quantization, which fails offline: hand it our own inputs instead (NHWC;
+    onnx2tf resizes them to the input size)."""
+    first = next((a for a in sample if a.ndim == 4), None)
+    if first is None:
+        return None
+    nhwc = np.transpose(first, (0, 2, 3, 1)).astype(np.float32)
+    reps = -(-20 // nhwc.shape[0])
+    return lambda: np.concatenate([nhwc] * reps)[:20]
+
+
+def _onnx2tf(onnx_path: Path, out_dir: Path, use_onnxsim: bool, stage_idx: int, sample_images=None):
+    import sys
+
     import onnx2tf
+
+    impl = sys.modules["onnx2tf.onnx2tf"]
+    original = impl.download_test_image_data
+    if sample_images is not None:
+        impl.download_test_image_data = sample_images
 
     shutil.rmtree(out_dir, ignore_errors=True)
     sink = io.StringIO()
@@ -72,6 +91,8 @@ def _onnx2tf(onnx_path: Path, out_dir: Path, use_onnxsim: bool, stage_idx: int):
     except Exception as exc:  # onnx2tf raises arbitrary errors from its op converters
         raise ExportError(f"stage {stage_idx}: onnx2tf failed: {type(exc).__name__}: {exc}",
                           hint="try --onnxsim on, or simplify the stage's ops") from exc
+    finally:
+        impl.download_test_image_data = original
     if model is None or not (out_dir / "saved_model.pb").exists():
         raise ExportError(f"stage {stage_idx}: onnx2tf wrote no SavedModel", hint="try --onnxsim on")
     return model
@@ -188,7 +209,12 @@ def convert_stage(onnx_path: Path, work_dir: Path, precision: str, stage_idx: in
     used = False
     saved = work_dir / f"saved_model_{stage_idx}"
     for use_sim in attempts:
-        keras_model = _onnx2tf(onnx_path, saved, use_sim, stage_idx)
+        try:
+            keras_model = _onnx2tf(onnx_path, saved, use_sim, stage_idx, _sample_images(check_inputs))
+        except ExportError:
+            if use_sim == attempts[-1]:
+                raise
+            continue  # e.g. explicit padding layers: onnx2tf needs onnxsim's folding first
         perms_in = [infer_perm(shp, [int(d) for d in t.shape], f"stage {stage_idx} {name}")
                     for (name, _, shp), t in zip(torch_in, keras_model.inputs)]
         float_tflite = saved / f"{onnx_path.stem}_float32.tflite"

@@ -124,7 +124,7 @@ def generate_harness(bundle: Bundle, out_dir: str | Path, copy_sources: bool = T
         if not (C_SOURCES / "CMakeLists.txt").exists():
             raise EecompileError(f"harness sources not found at {C_SOURCES}",
                                  hint="install eecompile from its source tree (pip install -e .)")
-        for sub in ("include", "src", "tests"):
+        for sub in ("include", "src", "tests", "bench"):
             shutil.copytree(C_SOURCES / sub, out / sub, dirs_exist_ok=True)
         shutil.copy2(C_SOURCES / "CMakeLists.txt", out / "CMakeLists.txt")
     atomic_write_text(out / "ee_bundle_gen.h", header)

