@@ -15,7 +15,8 @@ OPSET = 17
 
 
 def export_onnx(module: torch.nn.Module, example: tuple[torch.Tensor, ...], input_names: list[str],
-                output_names: list[str], path: Path, dynamic_batch: bool, stage_idx: int) -> None:
+                output_names: list[str], path: Path, dynamic_batch: bool, stage_idx: int,
+                output_shapes: list[list[int]] | None = None) -> None:
     axes = {n: {0: "batch"} for n in input_names + output_names} if dynamic_batch else None
     try:
         with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
@@ -35,3 +36,24 @@ def export_onnx(module: torch.nn.Module, example: tuple[torch.Tensor, ...], inpu
                                      hint="replace the op with a supported one in this stage") from exc
         raise ExportError(f"stage {stage_idx}: torch.onnx.export failed: {type(exc).__name__}: {msg.splitlines()[0]}",
                           hint="check that the stage runs under torch.jit.trace") from exc
+    if output_shapes is not None and not dynamic_batch:
+        _pin_shapes(path, output_shapes)
+
+
+def _pin_shapes(path: Path, output_shapes: list[list[int]]) -> None:
+    """Write the known static output shapes into the graph and run ONNX shape inference.
+
+    Modules that compute padding from tensor sizes (e.g. "same" padding helpers) leave the
+    exported outputs with unknown dims; onnx2tf then guesses layouts and can get them wrong.
+    """
+    import onnx
+
+    model = onnx.load(str(path))
+    for out, shape in zip(model.graph.output, output_shapes):
+        dims = out.type.tensor_type.shape.dim
+        if len(dims) == len(shape):
+            for d, v in zip(dims, shape):
+                d.Clear()
+                d.dim_value = int(v)
+    model = onnx.shape_inference.infer_shapes(model)
+    onnx.save(model, str(path))

@@ -95,7 +95,7 @@ class _StageExporter:
         stem = f"stage{k}" + ("" if kind == "fused" else f"_{kind}")
         onnx_path = (self.staging if self.precision == "onnx" else self.work) / f"{stem}.onnx"
         export_onnx(module, example, in_names, out_names, onnx_path, dynamic_batch=self.precision == "onnx",
-                    stage_idx=k)
+                    stage_idx=k, output_shapes=[list(t.shape) for t in outs])
         torch_in = [(n, in_role, list(t.shape)) for n, t in zip(in_names, example)]
         torch_out = [(n, r, list(t.shape)) for n, r, t in zip(out_names, out_roles, outs)]
         if self.precision == "onnx":
@@ -270,7 +270,8 @@ def export_monolithic(model: EarlyExitModel, target: str, calib: np.ndarray, out
     try:
         names = _names("logits", model.n_stages)
         onnx_path = work / "mono.onnx"
-        export_onnx(module, example, ["input_0"], names, onnx_path, dynamic_batch=False, stage_idx=-1)
+        export_onnx(module, example, ["input_0"], names, onnx_path, dynamic_batch=False, stage_idx=-1,
+                    output_shapes=[[1, model.n_classes]] * model.n_stages)
         torch_out = [(n, "logits", [1, model.n_classes]) for n in names]
         g = convert_stage(onnx_path, work, precision, -1, [("input_0", "input", list(example[0].shape))], torch_out,
                           [x], [x[:4]], onnxsim)

@@ -98,29 +98,23 @@ def _onnx2tf(onnx_path: Path, out_dir: Path, use_onnxsim: bool, stage_idx: int, 
     return model
 
 
-def _float_rel_err(float_tflite: Path, onnx_path: Path, sample: list[np.ndarray]) -> float:
-    """Max relative error between onnx2tf's float32 model and ONNX Runtime on ``sample`` (torch layout)."""
+def _float_rel_err(fp32_tflite: bytes, onnx_path: Path, sample: list[np.ndarray], in_names: list[str]) -> float:
+    """Max relative error between the converted float32 model and ONNX Runtime on ``sample``
+    (torch layout). Goes through the model's signature: inputs by ONNX name, outputs output_<i>."""
     import onnxruntime as ort
     from ai_edge_litert.interpreter import Interpreter
 
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    names = [i.name for i in sess.get_inputs()]
-    # onnx2tf's own float model has no signature: inputs keep their ONNX names, outputs are
-    # named Identity, Identity_1, ... in ONNX output order.
-    interp = Interpreter(model_path=str(float_tflite))
-    interp.allocate_tensors()
-    ins = {d["name"]: d for d in interp.get_input_details()}
-    outs = {d["name"]: d for d in interp.get_output_details()}
+    runner = Interpreter(model_content=fp32_tflite).get_signature_runner()
+    in_shapes = {k: [int(d) for d in v["shape"]] for k, v in runner.get_input_details().items()}
     worst = 0.0
     for i in range(sample[0].shape[0]):
-        feeds = {n: a[i : i + 1] for n, a in zip(names, sample)}
+        feeds = {n: a[i : i + 1] for n, a in zip(in_names, sample)}
         ref = sess.run(None, feeds)
-        for n, a in feeds.items():
-            d = ins[n]
-            interp.set_tensor(d["index"], np.ascontiguousarray(np.transpose(a, infer_perm(list(a.shape), list(d["shape"]), n))))
-        interp.invoke()
+        got = runner(**{n: np.ascontiguousarray(np.transpose(a, infer_perm(list(a.shape), in_shapes[n], n)))
+                        for n, a in feeds.items()})
         for j, r in enumerate(ref):
-            g = interp.get_tensor(outs["Identity" if j == 0 else f"Identity_{j}"]["index"])
+            g = got[f"output_{j}"]
             g = np.transpose(g, np.argsort(infer_perm(list(r.shape), list(g.shape), "float check")))
             worst = max(worst, float(np.abs(r - g).max() / (np.abs(r).max() + 1e-6)))
     return worst
@@ -217,8 +211,11 @@ def convert_stage(onnx_path: Path, work_dir: Path, precision: str, stage_idx: in
             continue  # e.g. explicit padding layers: onnx2tf needs onnxsim's folding first
         perms_in = [infer_perm(shp, [int(d) for d in t.shape], f"stage {stage_idx} {name}")
                     for (name, _, shp), t in zip(torch_in, keras_model.inputs)]
-        float_tflite = saved / f"{onnx_path.stem}_float32.tflite"
-        rel_err = _float_rel_err(float_tflite, onnx_path, check_inputs)
+        fp32 = _convert(saved, "fp32", None, stage_idx)
+        try:
+            rel_err = _float_rel_err(fp32, onnx_path, check_inputs, [n for n, _, _ in torch_in])
+        except ExportError:  # an output came out with the wrong shape: a mis-conversion
+            rel_err = float("inf")
         used = use_sim
         if rel_err <= FLOAT_CHECK_REL_TOL:
             break
@@ -232,7 +229,7 @@ def convert_stage(onnx_path: Path, work_dir: Path, precision: str, stage_idx: in
         names = [n for n, _, _ in torch_in]
         calib = [np.ascontiguousarray(np.transpose(a, p)) for a, p in zip(calib_inputs, perms_in)]
         representative = [{n: a[i : i + 1] for n, a in zip(names, calib)} for i in range(len(calib[0]))]
-    data = _convert(saved, precision, representative, stage_idx)
+    data = fp32 if precision == "fp32" else _convert(saved, precision, representative, stage_idx)
     inputs, outputs, sig = _io_specs(data, torch_in, torch_out, stage_idx)
     shutil.rmtree(saved, ignore_errors=True)
     return TFLiteGraph(data, inputs, outputs, sig, used, rel_err)
