@@ -44,6 +44,7 @@ class ExportOptions:
     policy: str = "max-prob"
     threshold: float | list[float] | None = None
     onnxsim: str = "auto"  # "auto" | "on" | "off"
+    range_anchors: bool = True  # int8: make stage boundaries share one quant grid (see _with_range_anchors)
     allow_mismatch: bool = False
     force: bool = False
     quiet: bool = False
@@ -73,6 +74,25 @@ def _run_int8_graph(path: Path, graph: GraphSpec, inputs_torch: list[np.ndarray]
         for j, o in enumerate(runner.run([f[i : i + 1] for f in feeds])):
             outs[j].append(o.copy())
     return [to_torch_layout(np.concatenate(o), spec) for o, spec in zip(outs, graph.outputs)]
+
+
+def _with_range_anchors(states: list[np.ndarray], specs: list[TensorSpec]) -> list[np.ndarray]:
+    """Append one calibration sample whose first two elements sit at the producer's lowest and
+    highest representable values (the rest is a real sample), so the consumer's input range,
+    and with it its scale and zero point, equals the producer's output grid: the boundary
+    then needs no requantization. One sample in hundreds barely moves the inner ranges."""
+    out = []
+    for a, spec in zip(states, specs):
+        if spec.quant is None:
+            out.append(a)
+            continue
+        anchor = a[:1].copy()
+        flat = anchor.reshape(-1)
+        s, z = np.float32(spec.quant.scale), np.float32(spec.quant.zero_point)
+        flat[0] = (np.float32(-128) - z) * s
+        flat[1] = (np.float32(127) - z) * s
+        out.append(np.concatenate([a, anchor]))
+    return out
 
 
 class _StageExporter:
@@ -213,7 +233,12 @@ def _export_stages(model: EarlyExitModel, exporter: _StageExporter, x: np.ndarra
             graphs: list[GraphSpec] = []
             if opts.split_heads:
                 seg = exporter.export_graph(k, "segment", calib_state, ref_state)
-                seg_out = _run_int8_graph(staging_of(exporter, seg), seg, calib_state) if int8 else None
+                seg_out = None
+                if int8:
+                    seg_states = [t for t in seg.outputs if t.role == "state"]
+                    seg_out = _run_int8_graph(staging_of(exporter, seg), seg, calib_state)
+                    if opts.range_anchors:
+                        seg_out = _with_range_anchors(seg_out, seg_states)
                 head_calib = seg_out if int8 else [t.numpy() for t in new_ref]
                 head = exporter.export_graph(k, "head", head_calib, [t.numpy() for t in new_ref])
                 boundaries += _boundary(seg, head, f"stage {k} segment -> head")
@@ -226,7 +251,10 @@ def _export_stages(model: EarlyExitModel, exporter: _StageExporter, x: np.ndarra
                 producer = fused
                 next_calib = None
                 if int8 and k < model.n_stages - 1:
+                    states = [t for t in fused.outputs if t.role == "state"]
                     next_calib = _run_int8_graph(staging_of(exporter, fused), fused, calib_state)[:-1]
+                    if opts.range_anchors:
+                        next_calib = _with_range_anchors(next_calib, states)
             if prev_producer is not None:
                 boundaries += _boundary(prev_producer, graphs[0], f"stage {k - 1} -> stage {k}")
             prev_producer = producer

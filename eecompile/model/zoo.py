@@ -71,14 +71,18 @@ class ResBlock(nn.Module):
 
 def resnet(input_shape: Sequence[int] = (1, 28, 28), widths: Sequence[int] = (16, 32, 64),
            n_classes: int = 10, class_names: Sequence[str] | None = None, name: str = "resnet") -> EarlyExitModel:
-    """Small residual CNN, one residual block per stage, linear exit heads on pooled features."""
+    """Small residual CNN, one residual block per stage; SDN-style early exits, a pooled linear final exit."""
     segments: list[nn.Module] = []
     heads: list[nn.Module] = []
     c_prev = input_shape[0]
+    size = input_shape[1]
     for k, c in enumerate(widths):
         stride = 2 if k > 0 and input_shape[1] >= 16 else 1
+        size //= stride
         segments.append(ResBlock(c_prev, c, stride))
-        heads.append(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, n_classes)))
+        last = k == len(widths) - 1
+        heads.append(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, n_classes)) if last
+                     else exit_head(c, n_classes, hidden=32, size=size))
         c_prev = c
     return EarlyExitModel(segments, heads, tuple(input_shape), class_names, name=name)
 
