@@ -31,10 +31,6 @@ class StageGraph(nn.Module):
         return logits if self.is_last else (*new_state, logits)
 
 
-def graph_kinds(stage_idx: int, n_stages: int, split_heads: bool) -> list[str]:
-    return ["segment", "head"] if split_heads else ["fused"]
-
-
 def count_macs_params(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[int, int]:
     """Multiply-accumulates of Conv/Linear layers for one sample, and the parameter count."""
     macs = 0
