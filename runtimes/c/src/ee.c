@@ -52,6 +52,11 @@ struct ee_session {
     float thresholds[EE_MAX_STAGES];
     float *probs;                      /* n_classes */
     float *logits_f;                   /* n_classes scratch */
+    /* int8 exits: exp(-d * scale) and exp(-d * scale) * (-d * scale) for d = qmax - q in 0..255,
+     * so a decision over C classes costs C table look-ups instead of C expf calls */
+    float exp_tab[EE_MAX_STAGES][256];
+    float ez_tab[EE_MAX_STAGES][256];
+    bool exit_tab_ok[EE_MAX_STAGES];
     void *exit_logits[EE_MAX_STAGES];  /* copies of each exit's raw logits from the last run */
     size_t logits_bytes[EE_MAX_STAGES];
 };
@@ -514,6 +519,13 @@ ee_status ee_session_create(const ee_bundle_desc *desc, const ee_session_params 
             es = EE_ERR_MODEL;
             goto fail;
         }
+        const ee_tensor_desc *lt = &gr->d->outputs[gr->logits_out];
+        for (int d = 0; d < 256; d++) {
+            float z = -(float)d * lt->quant.scale;
+            s->exit_tab_ok[k] = lt->dtype == EE_DTYPE_INT8 && lt->has_quant;
+            s->exp_tab[k][d] = expf(z);
+            s->ez_tab[k][d] = s->exp_tab[k][d] * z;
+        }
         s->exit_logits[k] = calloc(1, s->logits_bytes[k]);
         if (s->exit_logits[k] == NULL) {
             es = EE_ERR_NO_MEMORY;
@@ -599,52 +611,84 @@ static ee_status run_graph(ee_session *s, ee_graph_rt *gr) {
     return EE_OK;
 }
 
-/* Decide whether the exit fires; fills s->probs. Mirrors eecompile/runtime/policies.py. */
+/* Apply the policy to the exit's scores. p1: top probability, p2: second, h: normalised entropy. */
+static bool fires(const ee_session *s, int32_t k, float p1, float p2, float h, int32_t streak) {
+    float t = s->thresholds[k];
+    switch (s->policy) {
+    case EE_POLICY_MAX_PROB: return p1 >= t;
+    case EE_POLICY_ENTROPY: return h <= t;
+    case EE_POLICY_MARGIN: return p1 - p2 >= t;
+    case EE_POLICY_PATIENCE: return (float)streak >= t;
+    }
+    return false;
+}
+
+/* Decide whether exit k fires. Mirrors eecompile/runtime/policies.py; on int8 logits the
+ * softmax comes from per-exit tables (no expf on the hot path). The full probability vector
+ * is filled only when `want_probs` (the exit taken). */
 static bool decide(ee_session *s, int32_t k, const void *raw, const ee_tensor_desc *td, int32_t *prev_pred,
-                   int32_t *streak, int32_t *pred_out, float *conf_out) {
+                   int32_t *streak, int32_t *pred_out, float *conf_out, bool *probs_ready) {
     int32_t c = s->desc->n_classes;
-    float *lf = s->logits_f, *p = s->probs;
-    for (int32_t i = 0; i < c; i++) {
-        lf[i] = td->dtype == EE_DTYPE_INT8
-                    ? ((float)((const int8_t *)raw)[i] - (float)td->quant.zero_point) * td->quant.scale
-                    : ((const float *)raw)[i];
+    int32_t best = 0, second = -1;
+    float sum = 0.0f, ez = 0.0f, p1, p2;
+    *probs_ready = false;
+    if (s->exit_tab_ok[k]) {
+        const int8_t *q = raw;
+        int32_t qmax = q[0];
+        for (int32_t i = 1; i < c; i++)
+            if (q[i] > qmax) {
+                qmax = q[i];
+                best = i;
+            }
+        int32_t q2 = -1000;
+        for (int32_t i = 0; i < c; i++) {
+            int32_t d = qmax - q[i];
+            sum += s->exp_tab[k][d];
+            ez += s->ez_tab[k][d];
+            if (i != best && q[i] > q2) q2 = q[i];
+        }
+        p1 = 1.0f / sum;
+        p2 = c > 1 ? s->exp_tab[k][qmax - q2] / sum : 0.0f;
+    } else {
+        float *lf = s->logits_f, *p = s->probs;
+        for (int32_t i = 0; i < c; i++) lf[i] = ((const float *)raw)[i];
+        float mx = lf[0];
+        for (int32_t i = 1; i < c; i++)
+            if (lf[i] > mx) {
+                mx = lf[i];
+                best = i;
+            }
+        for (int32_t i = 0; i < c; i++) {
+            float z = lf[i] - mx;
+            p[i] = expf(z);
+            sum += p[i];
+            ez += p[i] * z;
+        }
+        for (int32_t i = 0; i < c; i++) {
+            p[i] /= sum;
+            if (i != best && (second < 0 || p[i] > p[second])) second = i;
+        }
+        p1 = p[best];
+        p2 = second >= 0 ? p[second] : 0.0f;
+        *probs_ready = true;
     }
-    float mx = lf[0];
-    for (int32_t i = 1; i < c; i++) mx = lf[i] > mx ? lf[i] : mx;
-    float sum = 0.0f;
-    for (int32_t i = 0; i < c; i++) {
-        p[i] = expf(lf[i] - mx);
-        sum += p[i];
-    }
-    int32_t best = 0;
-    for (int32_t i = 0; i < c; i++) {
-        p[i] /= sum;
-        if (p[i] > p[best]) best = i;
-    }
+    /* H = log S - (1/S) sum e_i z_i, normalised by log C */
+    float h = (logf(sum) - ez / sum) / logf((float)c);
     *streak = (best == *prev_pred) ? *streak + 1 : 0;
     *prev_pred = best;
     *pred_out = best;
-    *conf_out = p[best];
-    float t = s->thresholds[k];
-    switch (s->policy) {
-    case EE_POLICY_MAX_PROB: return p[best] >= t;
-    case EE_POLICY_ENTROPY: {
-        float h = 0.0f;
-        for (int32_t i = 0; i < c; i++) {
-            float q = p[i] < 1e-12f ? 1e-12f : p[i];
-            h -= q * logf(q);
-        }
-        return h / logf((float)c) <= t;
-    }
-    case EE_POLICY_MARGIN: {
-        float second = -1.0f;
-        for (int32_t i = 0; i < c; i++)
-            if (i != best && p[i] > second) second = p[i];
-        return p[best] - second >= t;
-    }
-    case EE_POLICY_PATIENCE: return (float)*streak >= t;
-    }
-    return false;
+    *conf_out = p1;
+    return fires(s, k, p1, p2, h, *streak);
+}
+
+static void fill_probs(ee_session *s, int32_t k, const void *raw) {
+    int32_t c = s->desc->n_classes;
+    const int8_t *q = raw;
+    int32_t qmax = q[0];
+    for (int32_t i = 1; i < c; i++) qmax = q[i] > qmax ? q[i] : qmax;
+    float sum = 0.0f;
+    for (int32_t i = 0; i < c; i++) sum += s->exp_tab[k][qmax - q[i]];
+    for (int32_t i = 0; i < c; i++) s->probs[i] = s->exp_tab[k][qmax - q[i]] / sum;
 }
 
 static ee_status run_from_stage0(ee_session *s, const ee_run_options *opts, ee_result *out) {
@@ -674,8 +718,11 @@ static ee_status run_from_stage0(ee_session *s, const ee_run_options *opts, ee_r
         s->api.LiteRtUnlockTensorBuffer(buf);
         int32_t pred = 0;
         float conf = 0.0f;
-        bool fire = decide(s, k, s->exit_logits[k], td, &prev_pred, &streak, &pred, &conf);
+        bool probs_ready = false;
+        bool fire = decide(s, k, s->exit_logits[k], td, &prev_pred, &streak, &pred, &conf, &probs_ready);
         int64_t t2 = now_ns();
+        bool stop = k == last || (fire && !opts->no_early_exit);
+        if (stop && !probs_ready) fill_probs(s, k, s->exit_logits[k]);
         out->t_stage_us[k] = (t1 - t0) / 1000;
         out->t_decision_ns[k] = t2 - t1;
         out->exit_logits[k] = s->exit_logits[k];
@@ -683,7 +730,7 @@ static ee_status run_from_stage0(ee_session *s, const ee_run_options *opts, ee_r
         out->class_idx = pred;
         out->exit_idx = k;
         out->confidence = conf;
-        if (k == last || (fire && !opts->no_early_exit)) break;
+        if (stop) break;
     }
     out->t_total_us = (now_ns() - t_start) / 1000;
     return EE_OK;
