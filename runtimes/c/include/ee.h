@@ -148,8 +148,8 @@ typedef struct {
     int32_t n_classes;
     int32_t n_stages_run;
     const void *exit_logits[EE_MAX_STAGES]; /* raw logits per exit (int8 or float), NULL if not run */
-    int64_t t_stage_us[EE_MAX_STAGES];      /* wall time per stage (models + requant), microseconds */
-    int64_t t_decision_ns[EE_MAX_STAGES];   /* exit decision time per exit, nanoseconds */
+    int64_t t_stage_us[EE_MAX_STAGES];      /* wall time per stage (requant, models, logits read-out), us */
+    int64_t t_decision_ns[EE_MAX_STAGES];   /* exit decision (policy on the logits) per exit, nanoseconds */
     int64_t t_total_us;
 } ee_result;
 

@@ -633,22 +633,30 @@ static bool decide(ee_session *s, int32_t k, const void *raw, const ee_tensor_de
     float sum = 0.0f, ez = 0.0f, p1, p2;
     *probs_ready = false;
     if (s->exit_tab_ok[k]) {
+        /* pass 1: the top code (vectorizes); pass 2: table look-ups into 4 accumulators */
         const int8_t *q = raw;
-        int32_t qmax = q[0];
-        for (int32_t i = 1; i < c; i++)
-            if (q[i] > qmax) {
-                qmax = q[i];
-                best = i;
-            }
-        int32_t q2 = -1000;
-        for (int32_t i = 0; i < c; i++) {
-            int32_t d = qmax - q[i];
-            sum += s->exp_tab[k][d];
-            ez += s->ez_tab[k][d];
-            if (i != best && q[i] > q2) q2 = q[i];
+        int32_t qmax = -128;
+        for (int32_t i = 0; i < c; i++) qmax = q[i] > qmax ? q[i] : qmax;
+        for (best = 0; q[best] != qmax; best++) {}
+        const float *et = s->exp_tab[k];
+        float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        int32_t i = 0;
+        for (; i + 4 <= c; i += 4) {
+            acc[0] += et[qmax - q[i]];
+            acc[1] += et[qmax - q[i + 1]];
+            acc[2] += et[qmax - q[i + 2]];
+            acc[3] += et[qmax - q[i + 3]];
         }
+        for (; i < c; i++) acc[0] += et[qmax - q[i]];
+        sum = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+        if (s->policy == EE_POLICY_ENTROPY)
+            for (i = 0; i < c; i++) ez += s->ez_tab[k][qmax - q[i]];
+        int32_t q2 = -1000; /* the second-highest code (a tie with the top counts) */
+        if (s->policy == EE_POLICY_MARGIN)
+            for (i = 0; i < c; i++)
+                if (i != best && q[i] > q2) q2 = q[i];
         p1 = 1.0f / sum;
-        p2 = c > 1 ? s->exp_tab[k][qmax - q2] / sum : 0.0f;
+        p2 = q2 > -1000 ? s->exp_tab[k][qmax - q2] / sum : 0.0f;
     } else {
         float *lf = s->logits_f, *p = s->probs;
         for (int32_t i = 0; i < c; i++) lf[i] = ((const float *)raw)[i];
@@ -707,7 +715,6 @@ static ee_status run_from_stage0(ee_session *s, const ee_run_options *opts, ee_r
             ee_status es = run_graph(s, &s->graphs[s->stage_first_graph[k] + j]);
             if (es != EE_OK) return es;
         }
-        int64_t t1 = now_ns();
         ee_graph_rt *lg = &s->graphs[s->stage_first_graph[k] + st->n_graphs - 1];
         const ee_tensor_desc *td = &lg->d->outputs[lg->logits_out];
         void *p = NULL;
@@ -716,6 +723,7 @@ static ee_status run_from_stage0(ee_session *s, const ee_run_options *opts, ee_r
             return EE_ERR_BACKEND;
         memcpy(s->exit_logits[k], p, s->logits_bytes[k]);
         s->api.LiteRtUnlockTensorBuffer(buf);
+        int64_t t1 = now_ns(); /* stage time: the models and the logits read-out; then the decision */
         int32_t pred = 0;
         float conf = 0.0f;
         bool probs_ready = false;
