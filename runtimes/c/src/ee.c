@@ -756,55 +756,66 @@ static ee_status check_run_args(ee_session *s, const void *input, const ee_run_o
     return EE_OK;
 }
 
+/* Checks shared by both entry points; on success *buf is the first stage's input buffer,
+ * locked for writing at *dst (the caller fills it and calls finish_input). */
+static ee_status begin_input(ee_session *s, const void *input, size_t n_elems_given, size_t elem_bytes,
+                             const ee_run_options *opts, ee_result *out, ee_run_options *o,
+                             const ee_tensor_desc **td, void **dst) {
+    ee_status es = check_run_args(s, input, opts, out, o);
+    if (es != EE_OK) return es;
+    ee_graph_rt *g0 = &s->graphs[0];
+    *td = &g0->d->inputs[0];
+    size_t n_elems = (*td)->n_bytes / dtype_size((*td)->dtype);
+    if (n_elems_given != n_elems) {
+        ee_log(&s->params, EE_LOG_ERROR, "input has %zu x %zu bytes, the bundle's input takes %zu x %zu",
+               n_elems_given, elem_bytes, n_elems, dtype_size((*td)->dtype));
+        return EE_ERR_INVALID_ARG;
+    }
+    LiteRtTensorBuffer buf = g0->in_bufs[g0->in_sig[0]];
+    if (s->api.LiteRtLockTensorBuffer(buf, dst, kLiteRtTensorBufferLockModeWrite) != kLiteRtStatusOk)
+        return EE_ERR_BACKEND;
+    return EE_OK;
+}
+
+static ee_status finish_input(ee_session *s, const ee_run_options *o, ee_result *out) {
+    ee_graph_rt *g0 = &s->graphs[0];
+    s->api.LiteRtUnlockTensorBuffer(g0->in_bufs[g0->in_sig[0]]);
+    return run_from_stage0(s, o, out);
+}
+
 ee_status ee_session_run_raw(ee_session *s, const void *input, size_t n_bytes, const ee_run_options *opts,
                              ee_result *out) {
     ee_run_options o;
-    ee_status es = check_run_args(s, input, opts, out, &o);
+    const ee_tensor_desc *td = NULL;
+    void *dst = NULL;
+    size_t elem = 1;
+    if (s != NULL) elem = dtype_size(s->graphs[0].d->inputs[0].dtype);
+    if (n_bytes % elem != 0) return EE_ERR_INVALID_ARG;
+    ee_status es = begin_input(s, input, n_bytes / elem, elem, opts, out, &o, &td, &dst);
     if (es != EE_OK) return es;
-    ee_graph_rt *g0 = &s->graphs[0];
-    const ee_tensor_desc *td = &g0->d->inputs[0];
-    if (n_bytes != td->n_bytes) {
-        ee_log(&s->params, EE_LOG_ERROR, "input has %zu bytes, the bundle's input takes %zu", n_bytes, td->n_bytes);
-        return EE_ERR_INVALID_ARG;
-    }
-    void *p = NULL;
-    LiteRtTensorBuffer buf = g0->in_bufs[g0->in_sig[0]];
-    if (s->api.LiteRtLockTensorBuffer(buf, &p, kLiteRtTensorBufferLockModeWrite) != kLiteRtStatusOk)
-        return EE_ERR_BACKEND;
-    memcpy(p, input, n_bytes);
-    s->api.LiteRtUnlockTensorBuffer(buf);
-    return run_from_stage0(s, &o, out);
+    memcpy(dst, input, n_bytes);
+    return finish_input(s, &o, out);
 }
 
 ee_status ee_session_run_f32(ee_session *s, const float *input, size_t n_floats, const ee_run_options *opts,
                              ee_result *out) {
-    ee_run_options o;
-    ee_status es = check_run_args(s, input, opts, out, &o);
-    if (es != EE_OK) return es;
-    ee_graph_rt *g0 = &s->graphs[0];
-    const ee_tensor_desc *td = &g0->d->inputs[0];
-    size_t n_elems = td->n_bytes / dtype_size(td->dtype);
-    if (n_floats != n_elems) {
-        ee_log(&s->params, EE_LOG_ERROR, "input has %zu floats, the bundle's input takes %zu", n_floats, n_elems);
-        return EE_ERR_INVALID_ARG;
-    }
-    for (size_t i = 0; i < n_floats; i++) {
+    for (size_t i = 0; input != NULL && s != NULL && i < n_floats; i++) {
         if (!isfinite(input[i])) {
             ee_log(&s->params, EE_LOG_ERROR, "input element %zu is NaN or inf", i);
             return EE_ERR_INVALID_ARG;
         }
     }
-    void *p = NULL;
-    LiteRtTensorBuffer buf = g0->in_bufs[g0->in_sig[0]];
-    if (s->api.LiteRtLockTensorBuffer(buf, &p, kLiteRtTensorBufferLockModeWrite) != kLiteRtStatusOk)
-        return EE_ERR_BACKEND;
+    ee_run_options o;
+    const ee_tensor_desc *td = NULL;
+    void *dst = NULL;
+    ee_status es = begin_input(s, input, n_floats, sizeof(float), opts, out, &o, &td, &dst);
+    if (es != EE_OK) return es;
     if (td->dtype == EE_DTYPE_INT8) {
-        int8_t *q = p;
+        int8_t *q = dst;
         for (size_t i = 0; i < n_floats; i++)
             q[i] = clamp_i8(round_half_away(input[i] / td->quant.scale) + (float)td->quant.zero_point);
     } else {
-        memcpy(p, input, n_floats * sizeof(float));
+        memcpy(dst, input, n_floats * sizeof(float));
     }
-    s->api.LiteRtUnlockTensorBuffer(buf);
-    return run_from_stage0(s, &o, out);
+    return finish_input(s, &o, out);
 }
