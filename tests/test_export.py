@@ -185,3 +185,12 @@ def test_manifest_records_versions_and_sizes(int8_bundle):
         for g in s["graphs"]:
             assert g["size_bytes"] == (int8_bundle.root / g["file"]).stat().st_size
     assert raw["exits"][0]["class_names"] == [str(i) for i in range(10)]
+
+
+def test_force_replaces_only_bundles(export_digits, tmp_path):
+    project = tmp_path / "project"
+    (project / "src").mkdir(parents=True)
+    (project / "src" / "main.c").write_text("int main(void) { return 0; }\n")
+    with pytest.raises(OutputPathError, match="not a bundle"):
+        export_digits("onnx", project, force=True)
+    assert (project / "src" / "main.c").exists()

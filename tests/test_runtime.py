@@ -111,3 +111,9 @@ def test_quant_arithmetic():
 def test_softmax_is_stable():
     p = softmax(np.array([[1000.0, 0.0], [0.0, 0.0]]))
     np.testing.assert_allclose(p, [[1.0, 0.0], [0.5, 0.5]])
+
+
+def test_numpy_scalar_threshold_and_empty_batch(int8_rt):
+    assert make_policy("max-prob", np.float32(0.9), 3).thresholds[:2] == [pytest.approx(0.9)] * 2
+    with pytest.raises(InputError, match="empty"):
+        int8_rt.run(np.zeros((0, 1, 8, 8), np.float32))

@@ -37,6 +37,9 @@ def check_output_dir(out_dir: str | os.PathLike, force: bool) -> Path:
         raise OutputPathError(f"{out} already exists", hint="pass --force to replace it, or choose another -o")
     if out.exists() and not out.is_dir():
         raise OutputPathError(f"{out} exists and is not a directory", hint="choose another -o")
+    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST_NAME).is_file():
+        raise OutputPathError(f"{out} is a non-empty directory that is not a bundle; --force replaces only bundles",
+                              hint="choose another -o")
     parent = out.resolve().parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -49,7 +52,7 @@ def check_output_dir(out_dir: str | os.PathLike, force: bool) -> Path:
 
 def staging_dir(out_dir: Path) -> Path:
     """A fresh temp dir on the same filesystem as ``out_dir`` (so the final rename is atomic)."""
-    parent = out_dir.resolve().parent
+    parent = out_dir.absolute().parent
     return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=parent))
 
 

@@ -112,7 +112,7 @@ def make_policy(name: str, thresholds: list[float] | float, n_exits: int) -> Exi
     """Build a policy with one threshold per exit (a scalar applies to all early exits)."""
     if name not in POLICIES:
         raise EecompileError(f"unknown exit policy {name!r}", hint=f"use one of {', '.join(POLICIES)}")
-    if isinstance(thresholds, (int, float)):
+    if np.ndim(thresholds) == 0:
         thresholds = [float(thresholds)] * n_exits
     thresholds = list(thresholds)
     if len(thresholds) == n_exits - 1:

@@ -85,6 +85,8 @@ class Runtime:
         if x.dtype not in (np.float32, np.float64):
             raise InputError(f"input dtype {x.dtype}, expected float32",
                              hint="scale images to float32 in the range the model was trained on")
+        if x.shape[0] == 0:
+            raise InputError("input batch is empty", hint="pass at least one sample")
         if not np.isfinite(x).all():
             raise InputError("input contains NaN or inf", hint="clean the input before running it")
         return x.astype(np.float32, copy=False)

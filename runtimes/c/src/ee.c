@@ -515,6 +515,11 @@ ee_status ee_session_create(const ee_bundle_desc *desc, const ee_session_params 
             goto fail;
         }
         s->logits_bytes[k] = gr->d->outputs[gr->logits_out].n_bytes;
+        if (gr->d->outputs[gr->logits_out].dtype == EE_DTYPE_INT8 && !gr->d->outputs[gr->logits_out].has_quant) {
+            ee_log(&s->params, EE_LOG_ERROR, "exit %d: int8 logits without quantization parameters", (int)k);
+            es = EE_ERR_MODEL;
+            goto fail;
+        }
         if (s->logits_bytes[k] != (size_t)desc->n_classes * dtype_size(gr->d->outputs[gr->logits_out].dtype)) {
             es = EE_ERR_MODEL;
             goto fail;

@@ -17,6 +17,14 @@
 #include "ee_args.h"
 #include "ee_bundle_gen.h"
 
+static void print_json_chars(const char *str) {
+    for (const unsigned char *c = (const unsigned char *)str; *c; c++) {
+        if (*c == '"' || *c == '\\') printf("\\%c", *c);
+        else if (*c < 0x20) printf("\\u%04x", *c);
+        else putchar(*c);
+    }
+}
+
 static int usage(const char *msg) {
     if (msg != NULL) fprintf(stderr, "ee_run: %s\n", msg);
     fprintf(stderr,
@@ -81,8 +89,11 @@ int main(int argc, char **argv) {
     }
     if (policy_set || n_thresholds > 0) {
         if (n_thresholds == 0) {
+            /* the bundle's thresholds for its own policy, else the Python runtime's defaults */
+            static const float defaults[] = {0.9f, 0.2f, 0.8f, 2.0f};
             n_thresholds = EE_BUNDLE.n_stages;
-            for (int32_t k = 0; k < n_thresholds; k++) thresholds[k] = EE_BUNDLE.thresholds[k];
+            for (int32_t k = 0; k < n_thresholds; k++)
+                thresholds[k] = policy == EE_BUNDLE.policy ? EE_BUNDLE.thresholds[k] : defaults[policy];
         } else if (n_thresholds == 1) {
             for (int32_t k = 1; k < EE_BUNDLE.n_stages; k++) thresholds[k] = thresholds[0];
             n_thresholds = EE_BUNDLE.n_stages;
@@ -137,14 +148,17 @@ int main(int argc, char **argv) {
                 size_t nb = 0;
                 for (int32_t o = 0; o < g->n_outputs; o++)
                     if (g->outputs[o].role == EE_ROLE_LOGITS) nb = g->outputs[o].n_bytes;
-                static const char zeros[4096];
-                fwrite(r.exit_logits[k] != NULL ? r.exit_logits[k] : zeros, 1, nb, dump);
+                if (r.exit_logits[k] != NULL) {
+                    fwrite(r.exit_logits[k], 1, nb, dump);
+                } else {
+                    for (size_t z = 0; z < nb; z++) fputc(0, dump);
+                }
             }
         }
         if (json) {
-            printf("%s\n {\"sample\": %zu, \"class_idx\": %d, \"class\": \"%s\", \"exit_idx\": %d, "
-                   "\"confidence\": %.6f, \"t_stage_us\": [",
-                   i ? "," : "", i, r.class_idx, EE_BUNDLE.class_names[r.class_idx], r.exit_idx, r.confidence);
+            printf("%s\n {\"sample\": %zu, \"class_idx\": %d, \"class\": \"", i ? "," : "", i, r.class_idx);
+            print_json_chars(EE_BUNDLE.class_names[r.class_idx]);
+            printf("\", \"exit_idx\": %d, \"confidence\": %.6f, \"t_stage_us\": [", r.exit_idx, r.confidence);
             for (int32_t k = 0; k < r.n_stages_run; k++) printf("%s%lld", k ? ", " : "", (long long)r.t_stage_us[k]);
             printf("], \"t_decision_ns\": [");
             for (int32_t k = 0; k < r.n_stages_run; k++)
