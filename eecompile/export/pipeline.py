@@ -194,11 +194,12 @@ def export(model: EarlyExitModel, target: str, calib: Dataset | np.ndarray, out_
         exits = [ExitSpec(exit_idx=k, stage_idx=k, n_classes=model.n_classes, class_names=model.class_names,
                           policy=policy.name, threshold=policy.thresholds[k]) for k in range(model.n_stages)]
         first = stages[0].graphs[0]
+        versions = tool_versions()
         manifest = Manifest(
             name=model.name, target=target, model_source=opts.model_source,
-            input=[t for t in first.inputs], stages=stages, exits=exits, tool_versions=tool_versions(),
+            input=[t for t in first.inputs], stages=stages, exits=exits, tool_versions=versions,
             created_utc=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            eecompile_version=tool_versions()["eecompile"],
+            eecompile_version=versions["eecompile"],
             calibration={"data": calib_ds.name, "n_samples": int(len(x)), "propagated": "exported stages"
                          if TARGETS[target] == "int8" else "not used", "float_checks": exporter.float_checks},
             boundaries=boundaries)

@@ -9,11 +9,17 @@ def _pct(v) -> str:
     return "-" if v is None else f"{100 * v:.2f}%"
 
 
-def validation_table(validation: dict) -> Table:
-    t = Table(title=f"validation: {validation['target']} vs PyTorch, {validation['n_samples']} samples "
-                    f"({validation['policy']}, exit-index agreement {_pct(validation['exit_index_agreement'])})")
-    for col in ("exit", "top-1 agree", "SNR dB", "decision agree", "acc torch", "acc exported"):
+def _table(title: str, columns: tuple[str, ...]) -> Table:
+    t = Table(title=title)
+    for col in columns:
         t.add_column(col, justify="right")
+    return t
+
+
+def validation_table(validation: dict) -> Table:
+    t = _table(f"validation: {validation['target']} vs PyTorch, {validation['n_samples']} samples "
+               f"({validation['policy']}, exit-index agreement {_pct(validation['exit_index_agreement'])})",
+               ("exit", "top-1 agree", "SNR dB", "decision agree", "acc torch", "acc exported"))
     for e in validation["exits"]:
         t.add_row(str(e["exit_idx"]), _pct(e["top1_agreement"]), f"{e['snr_db']:.1f}", _pct(e["decision_agreement"]),
                   _pct(e["accuracy_torch"]), _pct(e["accuracy_exported"]))
@@ -21,10 +27,9 @@ def validation_table(validation: dict) -> Table:
 
 
 def demo_table(report: dict) -> Table:
-    t = Table(title=f"{report['model']} on {report['dataset']} test ({report['n_test']} samples), "
-                    f"tflite-int8, max-prob threshold {report['threshold']:.4g}")
-    for col in ("exit", "cum. MACs", "acc float", "acc int8", "share exiting", "latency to exit (us)"):
-        t.add_column(col, justify="right")
+    t = _table(f"{report['model']} on {report['dataset']} test ({report['n_test']} samples), "
+               f"tflite-int8, max-prob threshold {report['threshold']:.4g}",
+               ("exit", "cum. MACs", "acc float", "acc int8", "share exiting", "latency to exit (us)"))
     for e in report["exits"]:
         t.add_row(str(e["exit_idx"]), f"{e['cum_macs'] / 1e6:.2f}M", _pct(e["accuracy_float"]),
                   _pct(e["accuracy_int8"]), _pct(e["share_exiting"]), f"{e['cum_latency_us']:.1f}")
@@ -32,9 +37,7 @@ def demo_table(report: dict) -> Table:
 
 
 def run_table(rows: list[dict]) -> Table:
-    t = Table(title="early-exit run")
-    for col in ("sample", "class", "exit", "confidence", "stage times (us)"):
-        t.add_column(col, justify="right")
+    t = _table("early-exit run", ("sample", "class", "exit", "confidence", "stage times (us)"))
     for r in rows:
         t.add_row(str(r["sample"]), r["class"], str(r["exit_idx"]), f"{r['confidence']:.3f}",
                   " ".join(f"{x:.1f}" for x in r["stage_time_us"] if x > 0))
