@@ -115,12 +115,14 @@ def _default_val(calib_data: str) -> str | None:
 @click.option("--onnxsim", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
               help="auto: convert without onnxsim, retry with it if the float graph disagrees with ONNX Runtime.")
 @click.option("--allow-mismatch", is_flag=True, help="Write the bundle even if validation fails.")
+@click.option("--no-pack", is_flag=True,
+              help="TFLite: skip stages.tflite (every graph as a signature of one file, used by the C harness).")
 @click.option("--force", is_flag=True, help="Replace an existing bundle at -o.")
 @click.option("--harness", "harness_dir", type=click.Path(), help="Also generate and build the C harness here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the validation report as JSON.")
 @handle_errors
 def export(model, target, calib_data, val_data, output, split_heads, policy, threshold, onnxsim, allow_mismatch,
-           force, harness_dir, as_json) -> None:
+           no_pack, force, harness_dir, as_json) -> None:
     """Export MODEL (zoo name or path/to/file.py:function) to a validated per-stage bundle.
 
     \b
@@ -139,7 +141,8 @@ def export(model, target, calib_data, val_data, output, split_heads, policy, thr
     m = load_model(model, quiet=as_json)
     val_spec = val_data or _default_val(calib_data)
     opts = ExportOptions(split_heads=split_heads, policy=policy, threshold=threshold, onnxsim=onnxsim,
-                         allow_mismatch=allow_mismatch, force=force, quiet=as_json, model_source=model)
+                         allow_mismatch=allow_mismatch, pack=not no_pack, force=force, quiet=as_json,
+                         model_source=model)
     bundle = do_export(m, target, load_data(calib_data), output, val_data=load_data(val_spec, "val") if val_spec else None,
                        options=opts)
     v = bundle.manifest.validation
@@ -270,8 +273,10 @@ def info(bundle_dir, as_json) -> None:
 @click.option("--build", "do_build", is_flag=True, help="Also build libee + ee_run with CMake.")
 @click.option("--arch", type=click.Choice(["host", "aarch64"]), default="host", show_default=True)
 @click.option("--sanitize", is_flag=True, help="Build with ASan + UBSan.")
+@click.option("--per-stage-files", is_flag=True,
+              help="Open each stage file as its own model instead of the bundle's packed stages.tflite.")
 @handle_errors
-def harness(bundle_dir, output, do_build, arch, sanitize) -> None:
+def harness(bundle_dir, output, do_build, arch, sanitize, per_stage_files) -> None:
     """Generate the C harness for BUNDLE_DIR (bundle constants as C + the harness sources).
 
     \b
@@ -282,7 +287,7 @@ def harness(bundle_dir, output, do_build, arch, sanitize) -> None:
     from eecompile.bundle.io import load_bundle
     from eecompile.harness import build_harness, generate_harness
 
-    out = generate_harness(load_bundle(bundle_dir), output)
+    out = generate_harness(load_bundle(bundle_dir), output, packed=False if per_stage_files else None)
     click.echo(f"generated {out / 'ee_bundle_gen.c'} and {out / 'ee_bundle_gen.h'}")
     if do_build:
         res = build_harness(out, arch=arch, sanitize=sanitize)

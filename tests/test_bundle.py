@@ -51,6 +51,25 @@ def test_corrupt_file_that_passes_checksum_is_still_caught(copy):
         Runtime(copy)
 
 
+def test_packed_file_is_checked_too(copy):
+    f = copy / "stages.tflite"
+    f.write_bytes(f.read_bytes()[:-1])
+    with pytest.raises(ChecksumError, match=r"packed stages: stages.tflite fails its sha256 check \(size"):
+        load_bundle(copy)
+    f.unlink()
+    with pytest.raises(BundleError, match="stages.tflite is missing"):
+        load_bundle(copy)
+
+
+def test_schema_1_bundle_without_packed_file_loads(copy):
+    raw = json.loads((copy / "manifest.json").read_text())
+    raw["schema_version"], raw["packed"] = 1, None
+    (copy / "manifest.json").write_text(json.dumps(raw))
+    (copy / "stages.tflite").unlink()
+    b = load_bundle(copy)
+    assert b.manifest.packed is None and b.manifest.schema_version == 1
+
+
 def test_missing_file(copy):
     (copy / "stage2.tflite").unlink()
     with pytest.raises(BundleError, match="stage 2: stage2.tflite is missing"):
@@ -61,7 +80,7 @@ def test_schema_version(copy):
     raw = json.loads((copy / "manifest.json").read_text())
     raw["schema_version"] = 99
     (copy / "manifest.json").write_text(json.dumps(raw))
-    with pytest.raises(SchemaVersionError, match="schema version 99, this eecompile reads 1"):
+    with pytest.raises(SchemaVersionError, match="schema version 99, this eecompile reads 1, 2"):
         load_bundle(copy)
 
 

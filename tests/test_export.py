@@ -69,6 +69,26 @@ def test_float_targets(export_digits, tmp_path, target, min_agree):
     assert min(e["snr_db"] for e in v["exits"]) >= (40 if target == "tflite-fp16" else 100)
     ext = ".onnx" if target == "onnx" else ".tflite"
     assert all(g.file.endswith(ext) and g.inputs[0].dtype == "float32" for s in b.manifest.stages for g in s.graphs)
+    assert (b.manifest.packed is None) == (target == "onnx")
+
+
+def test_packed_stages_compute_what_the_stage_files_compute(int8_bundle, split_bundle, resnet_bundle, tmp_path):
+    from eecompile.errors import ExportError
+    from eecompile.export.pack import check_packed, pack_tflite
+
+    for b in (int8_bundle, split_bundle):
+        p = b.manifest.packed
+        files = [b.path_of(g) for g in b.manifest.graphs]
+        assert p.signature_keys == [f.stem for f in files]
+        # every stage's weights, once; only operator codes and converter metadata are shared
+        total = sum(f.stat().st_size for f in files)
+        assert 0.9 * total <= p.size_bytes <= total
+        check_packed(b.root / p.file, files, p.signature_keys, n_samples=8)
+    # a signature that is not its stage file's graph is caught
+    other = [resnet_bundle.path_of(resnet_bundle.manifest.graphs[0])]
+    pack_tflite(other, ["stage0"], tmp_path / "wrong.tflite")
+    with pytest.raises(ExportError, match=r"wrong.tflite\[stage0\] output .* differs from stage0.tflite"):
+        check_packed(tmp_path / "wrong.tflite", [int8_bundle.path_of(int8_bundle.manifest.graphs[0])], ["stage0"])
 
 
 def test_split_heads_int8(export_digits, digits_data, int8_bundle, tmp_path):
@@ -180,7 +200,7 @@ def test_op_without_builtin_kernel_fails_loudly(tmp_path):
 
 def test_manifest_records_versions_and_sizes(int8_bundle):
     raw = json.loads((int8_bundle.root / "manifest.json").read_text())
-    assert raw["schema_version"] == 1 and raw["tool_versions"]["torch"].startswith("2.13.0")
+    assert raw["schema_version"] == 2 and raw["tool_versions"]["torch"].startswith("2.13.0")
     for s in raw["stages"]:
         for g in s["graphs"]:
             assert g["size_bytes"] == (int8_bundle.root / g["file"]).stat().st_size

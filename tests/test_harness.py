@@ -23,8 +23,8 @@ pytestmark = pytest.mark.skipif(shutil.which("cmake") is None or shutil.which("c
 POLICIES = [("max-prob", "0.9"), ("max-prob", "0.6"), ("entropy", "0.15"), ("margin", "0.5"), ("patience", "1")]
 
 
-def built(bundle, tmp: Path, sanitize: bool = False):
-    src = generate_harness(bundle, tmp / "src")
+def built(bundle, tmp: Path, sanitize: bool = False, packed: bool | None = None):
+    src = generate_harness(bundle, tmp / "src", packed=packed)
     return build_harness(src, tmp / ("build-san" if sanitize else "build"), sanitize=sanitize)
 
 
@@ -77,6 +77,14 @@ def test_parity_dsnet_int8(int8_bundle, digits_data, lib, tmp_path):
 def test_parity_resnet_int8(resnet_bundle, digits_data, lib, tmp_path):
     exe = built(resnet_bundle, tmp_path).ee_run
     check_parity(resnet_bundle, exe, digits_data["test"].x, lib, tmp_path)
+
+
+def test_parity_per_stage_files(resnet_bundle, digits_data, lib, tmp_path):
+    """The harness generated without the packed file opens every stage file as its own model."""
+    src = generate_harness(resnet_bundle, tmp_path / "src", packed=False).joinpath("ee_bundle_gen.c").read_text()
+    assert "stages.tflite" not in src and '"stage2.tflite"' in src
+    exe = built(resnet_bundle, tmp_path, packed=False).ee_run
+    check_parity(resnet_bundle, exe, digits_data["test"].x[:200], lib, tmp_path)
 
 
 def test_parity_split_heads_and_requant(split_bundle, digits_data, lib, tmp_path):
@@ -132,11 +140,12 @@ def test_sanitizers_clean(int8_bundle, split_bundle, digits_data, lib, tmp_path)
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "missing"])
-def test_bad_stage_files_give_a_status(int8_bundle, lib, tmp_path, damage):
-    exe = built(int8_bundle, tmp_path / "b").ee_run
+@pytest.mark.parametrize("packed", [True, False])
+def test_bad_stage_files_give_a_status(int8_bundle, lib, tmp_path, damage, packed):
+    exe = built(int8_bundle, tmp_path / "b", packed=packed).ee_run
     copy = tmp_path / "bundle"
     shutil.copytree(int8_bundle.root, copy)
-    f = copy / "stage1.tflite"
+    f = copy / ("stages.tflite" if packed else "stage1.tflite")
     if damage == "truncate":
         f.write_bytes(f.read_bytes()[: f.stat().st_size // 3])
     elif damage == "garbage":

@@ -12,7 +12,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from eecompile.bundle.manifest import MANIFEST_NAME, SCHEMA_VERSION, GraphSpec, Manifest
+from eecompile.bundle.manifest import MANIFEST_NAME, READABLE_SCHEMAS, SCHEMA_VERSION, GraphSpec, Manifest
 from eecompile.errors import BundleError, ChecksumError, OutputPathError, SchemaVersionError
 from eecompile.util import atomic_write_text, sha256_file
 
@@ -89,23 +89,29 @@ def load_bundle(path: str | os.PathLike, verify: bool = True) -> Bundle:
         raise BundleError(f"{mpath} is not valid JSON: {exc}", hint="re-export the bundle") from exc
     if not isinstance(raw, dict) or "schema_version" not in raw:
         raise BundleError(f"{mpath} has no schema_version", hint="re-export the bundle")
-    if raw["schema_version"] != SCHEMA_VERSION:
+    if raw["schema_version"] not in READABLE_SCHEMAS:
         raise SchemaVersionError(
-            f"{mpath} has schema version {raw['schema_version']}, this eecompile reads {SCHEMA_VERSION}",
+            f"{mpath} has schema version {raw['schema_version']}, this eecompile reads "
+            f"{', '.join(map(str, READABLE_SCHEMAS))} (writes {SCHEMA_VERSION})",
             hint="re-export the bundle with this eecompile, or use the eecompile version that wrote it")
     manifest = Manifest.from_dict(raw)
     bundle = Bundle(root, manifest)
-    for stage in manifest.stages:
-        for graph in stage.graphs:
-            fpath = bundle.path_of(graph)
-            if not fpath.is_file():
-                raise BundleError(f"stage {stage.stage_idx}: {graph.file} is missing from {root}",
-                                  hint="the bundle is incomplete; re-export it")
-            if verify:
-                size = fpath.stat().st_size
-                digest = sha256_file(fpath)
-                if digest != graph.sha256:
-                    detail = f"size {size} != {graph.size_bytes}" if size != graph.size_bytes else "content differs"
-                    raise ChecksumError(f"stage {stage.stage_idx}: {graph.file} fails its sha256 check ({detail})",
-                                        hint="the file is corrupt or truncated; re-export or re-copy the bundle")
+    files = [(f"stage {stage.stage_idx}", graph.file, graph.sha256, graph.size_bytes)
+             for stage in manifest.stages for graph in stage.graphs]
+    if manifest.packed is not None:
+        p = manifest.packed
+        if len(p.signature_keys) != len(manifest.graphs):
+            raise BundleError(f"{mpath}: packed file has {len(p.signature_keys)} signatures for "
+                              f"{len(manifest.graphs)} graphs", hint="re-export the bundle")
+        files.append(("packed stages", p.file, p.sha256, p.size_bytes))
+    for what, name, sha, n_bytes in files:
+        fpath = root / name
+        if not fpath.is_file():
+            raise BundleError(f"{what}: {name} is missing from {root}", hint="the bundle is incomplete; re-export it")
+        if verify:
+            size = fpath.stat().st_size
+            if sha256_file(fpath) != sha:
+                detail = f"size {size} != {n_bytes}" if size != n_bytes else "content differs"
+                raise ChecksumError(f"{what}: {name} fails its sha256 check ({detail})",
+                                    hint="the file is corrupt or truncated; re-export or re-copy the bundle")
     return bundle

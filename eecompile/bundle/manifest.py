@@ -15,7 +15,8 @@ from typing import Any
 
 from eecompile.errors import BundleError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: optional ``packed`` (every graph as a signature of one TFLite file)
+READABLE_SCHEMAS = (1, 2)
 MANIFEST_NAME = "manifest.json"
 GRAPH_KINDS = ("fused", "segment", "head")
 TENSOR_ROLES = ("input", "state", "logits")
@@ -82,6 +83,18 @@ class ExitSpec:
 
 
 @dataclass
+class PackedSpec:
+    """All graphs of a TFLite bundle in one file, one signature per graph, in stage order
+    (``signature_keys[i]`` is the i-th graph of ``[g for s in stages for g in s.graphs]``).
+    The stage files stay in the bundle; runtimes may use either, the results are identical."""
+
+    file: str
+    sha256: str
+    size_bytes: int
+    signature_keys: list[str]
+
+
+@dataclass
 class Manifest:
     name: str
     target: str
@@ -95,11 +108,17 @@ class Manifest:
     calibration: dict[str, Any] = field(default_factory=dict)
     boundaries: list[dict[str, Any]] = field(default_factory=list)
     validation: dict[str, Any] | None = None
+    packed: PackedSpec | None = None
     schema_version: int = SCHEMA_VERSION
 
     @property
     def n_exits(self) -> int:
         return len(self.exits)
+
+    @property
+    def graphs(self) -> list[GraphSpec]:
+        """Every graph, in stage order (the order of ``packed.signature_keys``)."""
+        return [g for s in self.stages for g in s.graphs]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -115,6 +134,9 @@ class Manifest:
                 tool_versions=dict(d["tool_versions"]), created_utc=d["created_utc"],
                 eecompile_version=d["eecompile_version"], calibration=d.get("calibration", {}),
                 boundaries=list(d.get("boundaries", [])), validation=d.get("validation"),
+                packed=None if d.get("packed") is None else PackedSpec(
+                    file=d["packed"]["file"], sha256=d["packed"]["sha256"], size_bytes=int(d["packed"]["size_bytes"]),
+                    signature_keys=[str(k) for k in d["packed"]["signature_keys"]]),
                 schema_version=int(d["schema_version"]),
             )
         except (KeyError, TypeError, ValueError) as exc:

@@ -21,7 +21,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from eecompile.bundle.io import Bundle, check_output_dir, commit_bundle, staging_dir
-from eecompile.bundle.manifest import ExitSpec, GraphSpec, Manifest, StageSpec, TensorSpec
+from eecompile.bundle.manifest import ExitSpec, GraphSpec, Manifest, PackedSpec, StageSpec, TensorSpec
 from eecompile.data.datasets import Dataset, check_inputs
 from eecompile.errors import EecompileError, ExportError
 from eecompile.export.onnx import export_onnx
@@ -45,6 +45,7 @@ class ExportOptions:
     threshold: float | list[float] | None = None
     onnxsim: str = "auto"  # "auto" | "on" | "off"
     range_anchors: bool = True  # int8: make stage boundaries share one quant grid (see _with_range_anchors)
+    pack: bool = True  # TFLite: also write every graph as a signature of one file (see export/pack.py)
     allow_mismatch: bool = False
     force: bool = False
     quiet: bool = False
@@ -203,6 +204,8 @@ def export(model: EarlyExitModel, target: str, calib: Dataset | np.ndarray, out_
             calibration={"data": calib_ds.name, "n_samples": int(len(x)), "propagated": "exported stages"
                          if TARGETS[target] == "int8" else "not used", "float_checks": exporter.float_checks},
             boundaries=boundaries)
+        if opts.pack and target.startswith("tflite-"):
+            manifest.packed = _pack(staging, manifest)
         bundle = Bundle(staging, manifest)
         report = validate_bundle(bundle, model, val_data, tolerances, quiet=opts.quiet)
         manifest.validation = report.to_dict()
@@ -213,6 +216,17 @@ def export(model: EarlyExitModel, target: str, calib: Dataset | np.ndarray, out_
     finally:
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _pack(staging: Path, manifest: Manifest) -> PackedSpec:
+    from eecompile.export.pack import PACKED_FILE, check_packed, pack_tflite
+
+    files = [staging / g.file for g in manifest.graphs]
+    keys = [Path(g.file).stem for g in manifest.graphs]
+    out = staging / PACKED_FILE
+    pack_tflite(files, keys, out)
+    check_packed(out, files, keys)
+    return PackedSpec(file=PACKED_FILE, sha256=sha256_file(out), size_bytes=out.stat().st_size, signature_keys=keys)
 
 
 def _export_stages(model: EarlyExitModel, exporter: _StageExporter, x: np.ndarray,

@@ -25,7 +25,7 @@
 extern "C" {
 #endif
 
-#define EE_ABI_VERSION 1         /* bumped when ee_bundle_desc or this API changes */
+#define EE_ABI_VERSION 2         /* bumped when ee_bundle_desc or this API changes */
 #define EE_MAX_STAGES 16
 #define EE_MAX_GRAPH_IO 8
 #define EE_MAX_RANK 8
@@ -79,9 +79,12 @@ typedef struct {
 } ee_tensor_desc;
 
 typedef struct {
-    const char *file; /* relative to the bundle directory */
+    const char *file; /* relative to the bundle directory; graphs that name the same file share one
+                         compiled model (a packed bundle: every graph a signature of one file) */
     size_t file_bytes;   /* expected size of the file */
     uint64_t file_fnv1a; /* FNV-1a 64 of the file: a corrupt or foreign file is refused before LiteRT sees it */
+    const char *signature_key; /* the graph's signature in the file, checked at session creation */
+    int32_t signature_index;   /* its index in the file's signature list */
     ee_graph_kind kind;
     int32_t n_inputs;
     int32_t n_outputs;

@@ -21,12 +21,20 @@
 
 #define EE_MAX_GRAPHS (2 * EE_MAX_STAGES)
 
+/* One model file, opened and compiled once. A packed bundle has one file holding every
+ * graph as a signature, so all stages share one interpreter and one XNNPACK thread pool. */
 typedef struct {
-    const ee_graph_desc *d;
-    void *file_data; /* the model file's bytes; must outlive the model (LiteRtCreateModelFromBuffer) */
+    const char *file; /* the description's file name; graphs naming the same file share it */
+    void *file_data;  /* the model file's bytes; must outlive the model (LiteRtCreateModelFromBuffer) */
     LiteRtModel model;
     LiteRtOptions options;
     LiteRtCompiledModel cm;
+} ee_model_rt;
+
+typedef struct {
+    const ee_graph_desc *d;
+    ee_model_rt *m;
+    LiteRtParamIndex sig; /* signature index of this graph in m */
     size_t n_in, n_out;
     LiteRtTensorBuffer in_bufs[EE_MAX_GRAPH_IO];  /* signature order */
     LiteRtTensorBuffer out_bufs[EE_MAX_GRAPH_IO]; /* signature order */
@@ -45,6 +53,8 @@ struct ee_session {
     void *dl;
     ee_litert_api api;
     LiteRtEnvironment env;
+    int n_models;
+    ee_model_rt models[EE_MAX_GRAPHS];
     int n_graphs;
     ee_graph_rt graphs[EE_MAX_GRAPHS];
     int stage_first_graph[EE_MAX_STAGES];
@@ -255,28 +265,82 @@ static ee_status read_checked(ee_session *s, const char *path, const ee_graph_de
     return es;
 }
 
-static ee_status open_graph(ee_session *s, ee_graph_rt *gr) {
-    const ee_graph_desc *g = gr->d;
+/* Open, check and compile the model file `g` names; a file already opened for an earlier
+ * graph is shared. */
+static ee_status open_model(ee_session *s, const ee_graph_desc *g, ee_model_rt **out) {
+    for (int i = 0; i < s->n_models; i++) {
+        if (strcmp(s->models[i].file, g->file) == 0) {
+            if (s->models[i].file_data == NULL) return EE_ERR_MODEL;
+            *out = &s->models[i];
+            return EE_OK;
+        }
+    }
+    ee_model_rt *m = &s->models[s->n_models++];
+    m->file = g->file;
+    *out = m;
     char path[2048];
     snprintf(path, sizeof path, "%s/%s", s->params.bundle_dir, g->file);
-    ee_status es = read_checked(s, path, g, &gr->file_data);
+    ee_status es = read_checked(s, path, g, &m->file_data);
     if (es != EE_OK) return es;
-    LiteRtStatus ls = s->api.LiteRtCreateModelFromBuffer(s->env, gr->file_data, g->file_bytes, &gr->model);
+    LiteRtStatus ls = s->api.LiteRtCreateModelFromBuffer(s->env, m->file_data, g->file_bytes, &m->model);
     if (ls != kLiteRtStatusOk) {
-        gr->model = NULL;
+        m->model = NULL;
         ee_log(&s->params, EE_LOG_ERROR, "LiteRT cannot load %s (status %d)", path, ls);
         return EE_ERR_MODEL;
     }
+    if (s->api.LiteRtCreateOptions(&m->options) != kLiteRtStatusOk) {
+        m->options = NULL;
+        return EE_ERR_BACKEND;
+    }
+    if (s->api.LiteRtSetOptionsHardwareAccelerators(m->options, kLiteRtHwAcceleratorCpu) != kLiteRtStatusOk)
+        return EE_ERR_BACKEND;
+    char *payload = malloc(48);
+    if (payload == NULL) return EE_ERR_NO_MEMORY;
+    snprintf(payload, 48, "num_threads = %d\n", (int)s->params.n_threads);
+    LiteRtOpaqueOptions oo;
+    if (s->api.LiteRtCreateOpaqueOptions("xnnpack", payload, free_payload, &oo) != kLiteRtStatusOk) {
+        free(payload);
+        return EE_ERR_BACKEND;
+    }
+    if (s->api.LiteRtAddOpaqueOptions(m->options, oo) != kLiteRtStatusOk) {
+        s->api.LiteRtDestroyOpaqueOptions(oo); /* not attached: still ours */
+        return EE_ERR_BACKEND;
+    }
+    ls = s->api.LiteRtCreateCompiledModel(s->env, m->model, m->options, &m->cm);
+    if (ls != kLiteRtStatusOk) {
+        m->cm = NULL;
+        ee_log(&s->params, EE_LOG_ERROR, "%s: LiteRT cannot compile the model (status %d)", path, ls);
+        return EE_ERR_BACKEND;
+    }
+    return EE_OK;
+}
+
+/* Bind graph `gr` to its signature in its model file and check every tensor against the
+ * description. */
+static ee_status open_graph(ee_session *s, ee_graph_rt *gr) {
+    const ee_graph_desc *g = gr->d;
+    ee_status es = open_model(s, g, &gr->m);
+    if (es != EE_OK) return es;
+    LiteRtModel model = gr->m->model;
     LiteRtParamIndex n_sig = 0, n_in = 0, n_out = 0;
     LiteRtSignature sig;
-    if (s->api.LiteRtGetNumModelSignatures(gr->model, &n_sig) != kLiteRtStatusOk || n_sig != 1 ||
-        s->api.LiteRtGetModelSignature(gr->model, 0, &sig) != kLiteRtStatusOk ||
-        s->api.LiteRtGetNumSignatureInputs(sig, &n_in) != kLiteRtStatusOk ||
-        s->api.LiteRtGetNumSignatureOutputs(sig, &n_out) != kLiteRtStatusOk || (int32_t)n_in != g->n_inputs ||
-        (int32_t)n_out != g->n_outputs || n_in > EE_MAX_GRAPH_IO || n_out > EE_MAX_GRAPH_IO) {
-        ee_log(&s->params, EE_LOG_ERROR, "%s: signature does not match the bundle description", path);
+    const char *key = NULL;
+    if (g->signature_index < 0 || s->api.LiteRtGetNumModelSignatures(model, &n_sig) != kLiteRtStatusOk ||
+        (LiteRtParamIndex)g->signature_index >= n_sig ||
+        s->api.LiteRtGetModelSignature(model, (LiteRtParamIndex)g->signature_index, &sig) != kLiteRtStatusOk ||
+        s->api.LiteRtGetSignatureKey(sig, &key) != kLiteRtStatusOk || key == NULL || g->signature_key == NULL ||
+        strcmp(key, g->signature_key) != 0) {
+        ee_log(&s->params, EE_LOG_ERROR, "%s has no signature %d named %s", g->file, (int)g->signature_index,
+               g->signature_key != NULL ? g->signature_key : "(null)");
         return EE_ERR_MODEL;
     }
+    if (s->api.LiteRtGetNumSignatureInputs(sig, &n_in) != kLiteRtStatusOk ||
+        s->api.LiteRtGetNumSignatureOutputs(sig, &n_out) != kLiteRtStatusOk || (int32_t)n_in != g->n_inputs ||
+        (int32_t)n_out != g->n_outputs || n_in > EE_MAX_GRAPH_IO || n_out > EE_MAX_GRAPH_IO) {
+        ee_log(&s->params, EE_LOG_ERROR, "%s[%s]: signature does not match the bundle description", g->file, key);
+        return EE_ERR_MODEL;
+    }
+    gr->sig = (LiteRtParamIndex)g->signature_index;
     gr->n_in = n_in;
     gr->n_out = n_out;
     for (int pass = 0; pass < 2; pass++) {
@@ -291,44 +355,26 @@ static ee_status open_graph(ee_session *s, ee_graph_rt *gr) {
                 if (st == kLiteRtStatusOk && name != NULL && strcmp(name, tds[i].signature_name) == 0) found = (int)j;
             }
             if (found < 0) {
-                ee_log(&s->params, EE_LOG_ERROR, "%s: no signature tensor named %s", path, tds[i].signature_name);
+                ee_log(&s->params, EE_LOG_ERROR, "%s[%s]: no signature tensor named %s", g->file, key,
+                       tds[i].signature_name);
                 return EE_ERR_MODEL;
             }
             LiteRtTensor t;
             LiteRtStatus st = pass == 0 ? s->api.LiteRtGetSignatureInputTensorByIndex(sig, (LiteRtParamIndex)found, &t)
                                         : s->api.LiteRtGetSignatureOutputTensorByIndex(sig, (LiteRtParamIndex)found, &t);
             if (st != kLiteRtStatusOk) return EE_ERR_MODEL;
-            ee_status es = check_tensor(s, g, t, &tds[i]);
+            es = check_tensor(s, g, t, &tds[i]);
             if (es != EE_OK) return es;
             if (pass == 0) gr->in_sig[i] = found; else gr->out_sig[i] = found;
         }
-    }
-    if (s->api.LiteRtCreateOptions(&gr->options) != kLiteRtStatusOk ||
-        s->api.LiteRtSetOptionsHardwareAccelerators(gr->options, kLiteRtHwAcceleratorCpu) != kLiteRtStatusOk) {
-        return EE_ERR_BACKEND;
-    }
-    char *payload = malloc(48);
-    if (payload == NULL) return EE_ERR_NO_MEMORY;
-    snprintf(payload, 48, "num_threads = %d\n", (int)s->params.n_threads);
-    LiteRtOpaqueOptions oo;
-    if (s->api.LiteRtCreateOpaqueOptions("xnnpack", payload, free_payload, &oo) != kLiteRtStatusOk) {
-        free(payload);
-        return EE_ERR_BACKEND;
-    }
-    if (s->api.LiteRtAddOpaqueOptions(gr->options, oo) != kLiteRtStatusOk) return EE_ERR_BACKEND;
-    ls = s->api.LiteRtCreateCompiledModel(s->env, gr->model, gr->options, &gr->cm);
-    if (ls != kLiteRtStatusOk) {
-        gr->cm = NULL;
-        ee_log(&s->params, EE_LOG_ERROR, "%s: LiteRT cannot compile the model (status %d)", path, ls);
-        return EE_ERR_BACKEND;
     }
     return EE_OK;
 }
 
 static ee_status make_buffer(ee_session *s, ee_graph_rt *gr, bool input, size_t sig_idx, LiteRtTensorBuffer *out) {
     LiteRtTensorBufferRequirements req;
-    LiteRtStatus st = input ? s->api.LiteRtGetCompiledModelInputBufferRequirements(gr->cm, 0, sig_idx, &req)
-                            : s->api.LiteRtGetCompiledModelOutputBufferRequirements(gr->cm, 0, sig_idx, &req);
+    LiteRtStatus st = input ? s->api.LiteRtGetCompiledModelInputBufferRequirements(gr->m->cm, gr->sig, sig_idx, &req)
+                            : s->api.LiteRtGetCompiledModelOutputBufferRequirements(gr->m->cm, gr->sig, sig_idx, &req);
     if (st != kLiteRtStatusOk) return EE_ERR_BACKEND;
     /* find the desc tensor for this signature index to build the tensor type */
     const ee_tensor_desc *td = NULL;
@@ -554,10 +600,13 @@ void ee_session_free(ee_session *s) {
             if (gr->in_bufs[i] != NULL && gr->in_owned[i]) s->api.LiteRtDestroyTensorBuffer(gr->in_bufs[i]);
             if (gr->out_bufs[i] != NULL) s->api.LiteRtDestroyTensorBuffer(gr->out_bufs[i]);
         }
-        if (gr->cm != NULL) s->api.LiteRtDestroyCompiledModel(gr->cm);
-        if (gr->options != NULL) s->api.LiteRtDestroyOptions(gr->options);
-        if (gr->model != NULL) s->api.LiteRtDestroyModel(gr->model);
-        free(gr->file_data);
+    }
+    for (int mi = s->n_models - 1; mi >= 0; mi--) {
+        ee_model_rt *m = &s->models[mi];
+        if (m->cm != NULL) s->api.LiteRtDestroyCompiledModel(m->cm);
+        if (m->options != NULL) s->api.LiteRtDestroyOptions(m->options);
+        if (m->model != NULL) s->api.LiteRtDestroyModel(m->model);
+        free(m->file_data);
     }
     if (s->env != NULL) s->api.LiteRtDestroyEnvironment(s->env);
     /* libLiteRt.so is not dlclose'd: its static destructors and thread pools may still run. */
@@ -608,7 +657,7 @@ static ee_status run_graph(ee_session *s, ee_graph_rt *gr) {
             if (es != EE_OK) return es;
         }
     }
-    LiteRtStatus st = s->api.LiteRtRunCompiledModel(gr->cm, 0, gr->n_in, gr->in_bufs, gr->n_out, gr->out_bufs);
+    LiteRtStatus st = s->api.LiteRtRunCompiledModel(gr->m->cm, gr->sig, gr->n_in, gr->in_bufs, gr->n_out, gr->out_bufs);
     if (st != kLiteRtStatusOk) {
         ee_log(&s->params, EE_LOG_ERROR, "%s: LiteRtRunCompiledModel failed (status %d)", gr->d->file, st);
         return EE_ERR_BACKEND;

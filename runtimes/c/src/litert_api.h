@@ -86,6 +86,7 @@ _Static_assert(sizeof(LiteRtEnvOption) == 24 || sizeof(void *) == 4, "LiteRtEnvO
     X(LiteRtStatus, LiteRtGetModelSignature, (LiteRtModel, LiteRtParamIndex, LiteRtSignature *))              \
     X(LiteRtStatus, LiteRtGetNumSignatureInputs, (LiteRtSignature, LiteRtParamIndex *))                       \
     X(LiteRtStatus, LiteRtGetNumSignatureOutputs, (LiteRtSignature, LiteRtParamIndex *))                      \
+    X(LiteRtStatus, LiteRtGetSignatureKey, (LiteRtSignature, const char **))                                   \
     X(LiteRtStatus, LiteRtGetSignatureInputName, (LiteRtSignature, LiteRtParamIndex, const char **))          \
     X(LiteRtStatus, LiteRtGetSignatureOutputName, (LiteRtSignature, LiteRtParamIndex, const char **))         \
     X(LiteRtStatus, LiteRtGetSignatureInputTensorByIndex, (LiteRtSignature, LiteRtParamIndex, LiteRtTensor *)) \
@@ -97,6 +98,7 @@ _Static_assert(sizeof(LiteRtEnvOption) == 24 || sizeof(void *) == 4, "LiteRtEnvO
     X(void, LiteRtDestroyOptions, (LiteRtOptions))                                                             \
     X(LiteRtStatus, LiteRtSetOptionsHardwareAccelerators, (LiteRtOptions, int))                               \
     X(LiteRtStatus, LiteRtCreateOpaqueOptions, (const char *, void *, void (*)(void *), LiteRtOpaqueOptions *))\
+    X(void, LiteRtDestroyOpaqueOptions, (LiteRtOpaqueOptions))                                                 \
     X(LiteRtStatus, LiteRtAddOpaqueOptions, (LiteRtOptions, LiteRtOpaqueOptions))                             \
     X(LiteRtStatus, LiteRtCreateCompiledModel, (LiteRtEnvironment, LiteRtModel, LiteRtOptions,                 \
                                                 LiteRtCompiledModel *))                                        \
