@@ -37,7 +37,13 @@ def image_data(n: int) -> np.ndarray:
     return F.interpolate(x, size=(224, 224), mode="bilinear").repeat(1, 3, 1, 1).numpy()
 
 
-def prepare(name: str, out: Path):
+def prepare(name: str, out: Path, reuse: bool = False):
+    if reuse and (out / name / "mono.tflite").is_file():
+        from eecompile import load_bundle
+
+        bundle = load_bundle(out / name / "bundle")
+        exe = build_harness(generate_harness(bundle, out / name / "c")).build_dir / "ee_bench"
+        return bundle, out / name / "mono.tflite", exe
     if name == "efficientnet":
         model = load_model(str(Path(__file__).parent / "efficientnet_exits.py") + ":build")
         calib, val = image_data(64), image_data(96)[64:]
@@ -60,12 +66,13 @@ def main() -> int:
     ap.add_argument("--models", default="dsnet-fmnist,efficientnet")
     ap.add_argument("--iters", type=int, default=3000)
     ap.add_argument("--out", default="bench-out")
+    ap.add_argument("--reuse", action="store_true", help="reuse the bundles of an earlier run in --out")
     args = ap.parse_args()
     lib = str(find_litert_lib())
     rows, ok = [], True
     for name in args.models.split(","):
-        bundle, mono, exe = prepare(name, Path(args.out))
-        iters = args.iters if name != "efficientnet" else max(200, args.iters // 10)
+        bundle, mono, exe = prepare(name, Path(args.out), args.reuse)
+        iters = args.iters if name != "efficientnet" else max(200, args.iters // 3)
         for threads in (1, 2):
             proc = subprocess.run([str(exe), str(bundle.root), str(mono), "--litert", lib, "--threads", str(threads),
                                    "--iters", str(iters), "--warmup", str(iters // 10)],

@@ -263,6 +263,9 @@ def info(bundle_dir, as_json) -> None:
         files = ", ".join(f"{g.file} ({g.size_bytes} B)" for g in s.graphs)
         click.echo(f"  stage {s.stage_idx}: {s.macs / 1e6:.2f}M MACs, {s.n_params} params, {files}; "
                    f"exit {e.exit_idx}: {e.policy} {e.threshold:g}")
+    if m.packed:
+        click.echo(f"  packed: {m.packed.file} ({m.packed.size_bytes} B), signatures "
+                   f"{', '.join(m.packed.signature_keys)}")
     if m.validation:
         _console().print(validation_table(m.validation))
 

@@ -40,7 +40,8 @@ def test_export_run_info_validate(cli, tmp_path, digits_data):
     summary = json.loads(res.output)["summary"]
     assert summary["exit_share"] == [1.0, 0.0, 0.0] and summary["accuracy"] > 0.7
 
-    assert "stage 2" in cli("info", out).output
+    info = cli("info", out).output
+    assert "stage 2" in info and "packed" not in info  # ONNX bundles have no packed file
     res = cli("validate", out, "--data", "digits:test:100", "--json")
     assert res.exit_code == 0 and json.loads(res.output)["n_samples"] == 100
 
@@ -75,5 +76,10 @@ def test_harness_command_generates_and_builds(cli, int8_bundle, tmp_path):
     assert res.exit_code == 0, res.output
     assert (tmp_path / "c" / "build-host" / "ee_run").exists()
     assert "EE_BUNDLE_N_STAGES 3" in (tmp_path / "c" / "ee_bundle_gen.h").read_text()
+    assert '"stages.tflite"' in (tmp_path / "c" / "ee_bundle_gen.c").read_text()
+    res = cli("harness", int8_bundle.root, "-o", tmp_path / "c-files", "--per-stage-files")
+    assert res.exit_code == 0 and '"stages.tflite"' not in (tmp_path / "c-files" / "ee_bundle_gen.c").read_text()
+    info = cli("info", int8_bundle.root).output
+    assert "packed: stages.tflite" in info and "signatures stage0, stage1, stage2" in info
     res = cli("harness", tmp_path / "nope", "-o", tmp_path / "c2")
     assert res.exit_code == 1 and "BundleError" in res.output
