@@ -118,7 +118,7 @@ typedef void (*ee_log_fn)(ee_log_level level, const char *msg, void *user_data);
 typedef struct {
     const char *bundle_dir;  /* directory holding the stage files; required */
     const char *litert_path; /* path of libLiteRt.so; NULL: $EE_LITERT_LIB, then the loader's search path */
-    int32_t n_threads;       /* XNNPACK threads per stage model; default 1 */
+    int32_t n_threads;       /* XNNPACK threads per model file (a packed bundle has one); default 1 */
     bool check_version;      /* refuse a libLiteRt.so that is not EE_LITERT_VERSION (default true) */
     ee_log_fn log_fn;        /* NULL: errors go to stderr */
     void *log_user_data;
