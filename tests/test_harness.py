@@ -79,6 +79,19 @@ def test_parity_resnet_int8(resnet_bundle, digits_data, lib, tmp_path):
     check_parity(resnet_bundle, exe, digits_data["test"].x, lib, tmp_path)
 
 
+def test_packed_harness_needs_a_packed_file(int8_bundle, tmp_path):
+    import copy
+
+    from eecompile.errors import EecompileError
+    from eecompile.harness.generate import render
+
+    b = copy.deepcopy(int8_bundle)
+    b.manifest.packed = None  # as a bundle exported with --no-pack
+    with pytest.raises(EecompileError, match="has no packed stages file"):
+        render(b, packed=True)
+    assert '"stage0.tflite"' in render(b)[1]  # the default falls back to the stage files
+
+
 def test_parity_per_stage_files(resnet_bundle, digits_data, lib, tmp_path):
     """The harness generated without the packed file opens every stage file as its own model."""
     src = generate_harness(resnet_bundle, tmp_path / "src", packed=False).joinpath("ee_bundle_gen.c").read_text()

@@ -38,6 +38,7 @@ def pack_tflite(files: list[Path], keys: list[str], out: Path) -> None:
     merged = fb.ModelT()
     merged.operatorCodes, merged.subgraphs, merged.buffers, merged.signatureDefs = [], [], [], []
     merged.metadata = []
+    opcode_index: dict[tuple, int] = {}  # merged operator codes, by identity
     for k, (path, key) in enumerate(zip(files, keys)):
         m = fbu.read_model(str(path))
         if len(m.subgraphs) != 1 or len(m.signatureDefs or []) != 1:
@@ -48,13 +49,12 @@ def pack_tflite(files: list[Path], keys: list[str], out: Path) -> None:
             merged.version, merged.description = m.version, m.description
         buffer_base = len(merged.buffers)
         merged.buffers.extend(m.buffers)
-        opcode_map = {}
-        known = {_opcode_key(oc): j for j, oc in enumerate(merged.operatorCodes)}
-        for i, oc in enumerate(m.operatorCodes):
-            if _opcode_key(oc) not in known:
-                known[_opcode_key(oc)] = len(merged.operatorCodes)
+        opcode_map = []
+        for oc in m.operatorCodes:
+            if _opcode_key(oc) not in opcode_index:
+                opcode_index[_opcode_key(oc)] = len(merged.operatorCodes)
                 merged.operatorCodes.append(oc)
-            opcode_map[i] = known[_opcode_key(oc)]
+            opcode_map.append(opcode_index[_opcode_key(oc)])
         sg = m.subgraphs[0]
         for t in sg.tensors:
             t.buffer += buffer_base

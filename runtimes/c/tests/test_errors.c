@@ -67,6 +67,22 @@ int main(int argc, char **argv) {
     other.abi_version = 999;
     CHECK(ee_session_create(&other, &p, &s) == EE_ERR_VERSION);
 
+    /* a graph pointing at a signature its file does not have (wrong key, index out of range) */
+    ee_stage_desc stages[EE_MAX_STAGES];
+    ee_graph_desc g0[2];
+    memcpy(stages, EE_BUNDLE.stages, sizeof(ee_stage_desc) * (size_t)EE_BUNDLE.n_stages);
+    memcpy(g0, EE_BUNDLE.stages[0].graphs, sizeof(ee_graph_desc) * (size_t)EE_BUNDLE.stages[0].n_graphs);
+    stages[0].graphs = g0;
+    other = EE_BUNDLE;
+    other.stages = stages;
+    g0[0].signature_key = "no_such_signature";
+    CHECK(ee_session_create(&other, &p, &s) == EE_ERR_MODEL && s == NULL);
+    g0[0].signature_key = EE_BUNDLE.stages[0].graphs[0].signature_key;
+    g0[0].signature_index = 1000;
+    CHECK(ee_session_create(&other, &p, &s) == EE_ERR_MODEL && s == NULL);
+    g0[0].signature_index = -1;
+    CHECK(ee_session_create(&other, &p, &s) == EE_ERR_MODEL && s == NULL);
+
     /* a good session */
     n_logged = 0;
     CHECK(ee_session_create(&EE_BUNDLE, &p, &s) == EE_OK && s != NULL);
