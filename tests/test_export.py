@@ -30,6 +30,41 @@ def test_int8_bundle_is_full_integer_and_chains_in_nhwc(int8_bundle):
     assert m.calibration["propagated"] == "exported stages"
 
 
+def test_int8_heads_have_no_average_pool_op(int8_bundle):
+    """The heads' AvgPool2d became depthwise convolutions, which XNNPACK runs in int8."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    checks = int8_bundle.manifest.calibration["float_checks"]
+    assert [c["avgpools_as_depthwise"] for c in checks] == [1, 1, 1]
+    for g in int8_bundle.manifest.graphs:
+        model = flatbuffer_utils.read_model(str(int8_bundle.root / g.file))
+        ops = [names[model.operatorCodes[op.opcodeIndex].builtinCode] for op in model.subgraphs[0].operators]
+        assert "AVERAGE_POOL_2D" not in ops and "DEPTHWISE_CONV_2D" in ops, ops
+
+
+def test_avgpool_to_depthwise_keeps_the_float_result(tmp_path):
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    from eecompile.export.onnx import avgpool_to_depthwise, export_onnx
+
+    m = nn.Sequential(nn.Conv2d(3, 8, 3), nn.AvgPool2d(3), nn.AvgPool2d(2, 1, padding=1, count_include_pad=True),
+                      nn.AvgPool2d(2, 1, padding=1, count_include_pad=False)).eval()
+    x = torch.randn(1, 3, 20, 20)
+    path = tmp_path / "m.onnx"
+    export_onnx(m, (x,), ["x"], ["y"], path, dynamic_batch=False, stage_idx=0, output_shapes=[list(m(x).shape)])
+    before = ort.InferenceSession(str(path)).run(None, {"x": x.numpy()})[0]
+    # the pool that excludes its padding from the average is not a convolution: left alone
+    assert avgpool_to_depthwise(path) == 2
+    assert [n.op_type for n in onnx.load(str(path)).graph.node] == ["Conv", "Conv", "Conv", "AveragePool"]
+    after = ort.InferenceSession(str(path)).run(None, {"x": x.numpy()})[0]
+    np.testing.assert_allclose(after, before, rtol=0, atol=1e-5)
+    assert avgpool_to_depthwise(path) == 0
+
+
 def test_int8_boundaries_share_one_grid(int8_bundle, split_bundle):
     rows = int8_bundle.manifest.boundaries
     assert [r["boundary"] for r in rows] == ["stage 0 -> stage 1", "stage 1 -> stage 2"]

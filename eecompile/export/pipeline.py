@@ -135,7 +135,8 @@ class _StageExporter:
             file = f"{stem}.tflite"
             (self.staging / file).write_bytes(g.data)
             inputs, outputs, signature = g.inputs, g.outputs, g.signature
-            self.float_checks.append({"graph": file, "rel_err": g.float_check_rel_err, "onnxsim": g.used_onnxsim})
+            self.float_checks.append({"graph": file, "rel_err": g.float_check_rel_err, "onnxsim": g.used_onnxsim,
+                                      "avgpools_as_depthwise": g.avgpools_as_depthwise})
         path = self.staging / file
         return GraphSpec(kind=kind, file=file, sha256=sha256_file(path), size_bytes=path.stat().st_size,
                          inputs=inputs, outputs=outputs, signature=signature)

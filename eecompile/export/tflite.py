@@ -36,6 +36,7 @@ class TFLiteGraph:
     signature: str
     used_onnxsim: bool
     float_check_rel_err: float
+    avgpools_as_depthwise: int = 0  # int8: AveragePool nodes rewritten for XNNPACK (see onnx.avgpool_to_depthwise)
 
 
 def infer_perm(torch_shape: list[int], exported_shape: list[int], what: str) -> list[int]:
@@ -198,6 +199,11 @@ def convert_stage(onnx_path: Path, work_dir: Path, precision: str, stage_idx: in
     """
     if precision not in PRECISIONS:
         raise ExportError(f"unknown precision {precision!r}", hint=f"use one of {PRECISIONS}")
+    rewritten = 0
+    if precision == "int8":
+        from eecompile.export.onnx import avgpool_to_depthwise
+
+        rewritten = avgpool_to_depthwise(onnx_path)
     attempts = {"auto": [False, True], "off": [False], "on": [True]}[onnxsim]
     rel_err = float("inf")
     used = False
@@ -232,4 +238,4 @@ def convert_stage(onnx_path: Path, work_dir: Path, precision: str, stage_idx: in
     data = fp32 if precision == "fp32" else _convert(saved, precision, representative, stage_idx)
     inputs, outputs, sig = _io_specs(data, torch_in, torch_out, stage_idx)
     shutil.rmtree(saved, ignore_errors=True)
-    return TFLiteGraph(data, inputs, outputs, sig, used, rel_err)
+    return TFLiteGraph(data, inputs, outputs, sig, used, rel_err, rewritten)

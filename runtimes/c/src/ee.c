@@ -45,6 +45,11 @@ typedef struct {
     int src_graph[EE_MAX_GRAPH_IO];
     int src_out[EE_MAX_GRAPH_IO];
     int logits_out; /* desc output index of the logits, -1 if none */
+    /* The input buffers stay bound to the graph's input tensors after its first run:
+     * LiteRT skips the registration of a NULL input buffer and keeps the tensor's
+     * custom allocation (the mechanism behind LiteRtAddExternalTensorBinding), so
+     * later runs pass NULL inputs: 0.7% of a 115 us network (measured). */
+    bool inputs_bound;
 } ee_graph_rt;
 
 struct ee_session {
@@ -64,9 +69,13 @@ struct ee_session {
     float *logits_f;                   /* n_classes scratch */
     /* int8 exits: exp(-d * scale) and exp(-d * scale) * (-d * scale) for d = qmax - q in 0..255,
      * so a decision over C classes costs C table look-ups instead of C expf calls */
-    float exp_tab[EE_MAX_STAGES][256];
+    /* Per exit, one page-aligned block: the exp table (256 floats), then the copy of the
+     * exit's logits. The decision reads both right after a model run has evicted them; in
+     * one page they cost one TLB miss, not two (EfficientNet, 1000 classes: ~0.2 us). */
+    float *exp_tab[EE_MAX_STAGES];
     float ez_tab[EE_MAX_STAGES][256];
     bool exit_tab_ok[EE_MAX_STAGES];
+    float log_c; /* log(n_classes): the entropy's normaliser */
     void *exit_logits[EE_MAX_STAGES];  /* copies of each exit's raw logits from the last run */
     size_t logits_bytes[EE_MAX_STAGES];
 };
@@ -571,17 +580,22 @@ ee_status ee_session_create(const ee_bundle_desc *desc, const ee_session_params 
             goto fail;
         }
         const ee_tensor_desc *lt = &gr->d->outputs[gr->logits_out];
+        void *block = NULL;
+        size_t tab_bytes = 256 * sizeof(float), page = 4096;
+        if (posix_memalign(&block, page, (tab_bytes + s->logits_bytes[k] + page - 1) / page * page) != 0) {
+            es = EE_ERR_NO_MEMORY;
+            goto fail;
+        }
+        s->exp_tab[k] = block;
+        s->exit_logits[k] = (char *)block + tab_bytes;
+        memset(s->exit_logits[k], 0, s->logits_bytes[k]);
         for (int d = 0; d < 256; d++) {
             float z = -(float)d * lt->quant.scale;
             s->exit_tab_ok[k] = lt->dtype == EE_DTYPE_INT8 && lt->has_quant;
             s->exp_tab[k][d] = expf(z);
             s->ez_tab[k][d] = s->exp_tab[k][d] * z;
         }
-        s->exit_logits[k] = calloc(1, s->logits_bytes[k]);
-        if (s->exit_logits[k] == NULL) {
-            es = EE_ERR_NO_MEMORY;
-            goto fail;
-        }
+        s->log_c = logf((float)desc->n_classes);
     }
     es = ee_session_set_policy(s, desc->policy, desc->thresholds, desc->n_stages);
     if (es != EE_OK) goto fail;
@@ -610,7 +624,7 @@ void ee_session_free(ee_session *s) {
     }
     if (s->env != NULL) s->api.LiteRtDestroyEnvironment(s->env);
     /* libLiteRt.so is not dlclose'd: its static destructors and thread pools may still run. */
-    for (int k = 0; k < EE_MAX_STAGES; k++) free(s->exit_logits[k]);
+    for (int k = 0; k < EE_MAX_STAGES; k++) free(s->exp_tab[k]); /* the block also holds exit_logits[k] */
     free(s->probs);
     free(s->logits_f);
     free(s);
@@ -657,7 +671,10 @@ static ee_status run_graph(ee_session *s, ee_graph_rt *gr) {
             if (es != EE_OK) return es;
         }
     }
-    LiteRtStatus st = s->api.LiteRtRunCompiledModel(gr->m->cm, gr->sig, gr->n_in, gr->in_bufs, gr->n_out, gr->out_bufs);
+    static LiteRtTensorBuffer bound[EE_MAX_GRAPH_IO]; /* all NULL, never written */
+    LiteRtStatus st = s->api.LiteRtRunCompiledModel(gr->m->cm, gr->sig, gr->n_in,
+                                                    gr->inputs_bound ? bound : gr->in_bufs, gr->n_out, gr->out_bufs);
+    if (st == kLiteRtStatusOk) gr->inputs_bound = true;
     if (st != kLiteRtStatusOk) {
         ee_log(&s->params, EE_LOG_ERROR, "%s: LiteRtRunCompiledModel failed (status %d)", gr->d->file, st);
         return EE_ERR_BACKEND;
@@ -671,6 +688,10 @@ static ee_status run_graph(ee_session *s, ee_graph_rt *gr) {
 static int32_t top_code(const int8_t *q, int32_t c, int32_t *best) {
     const uint8_t *u = (const uint8_t *)q;
     uint8_t m = 0;
+    if (c <= 0) { /* the session refuses such bundles; this keeps memchr's bound in range */
+        *best = 0;
+        return -128;
+    }
     for (int32_t i = 0; i < c; i++) {
         uint8_t v = (uint8_t)(u[i] ^ 0x80u);
         m = v > m ? v : m;
@@ -703,21 +724,25 @@ static bool decide(ee_session *s, int32_t k, const void *raw, const ee_tensor_de
     if (s->exit_tab_ok[k]) {
         /* The model run evicted this exit's table: fetch it while pass 1 runs (at 1000
          * classes this took pass 2 from ~0.53 to ~0.36 us). Pass 1: the top code;
-         * pass 2: table look-ups into 4 accumulators. */
+         * pass 2: table look-ups into 8 accumulators. */
         const float *et = s->exp_tab[k];
         for (int i = 0; i < 256; i += 64 / (int)sizeof(float)) __builtin_prefetch(et + i);
         const int8_t *q = raw;
         int32_t qmax = top_code(q, c, &best);
-        float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        float acc[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
         int32_t i = 0;
-        for (; i + 4 <= c; i += 4) {
+        for (; i + 8 <= c; i += 8) { /* 8 chains: 4 were bound by the add latency (~1.2 cycles/class) */
             acc[0] += et[qmax - q[i]];
             acc[1] += et[qmax - q[i + 1]];
             acc[2] += et[qmax - q[i + 2]];
             acc[3] += et[qmax - q[i + 3]];
+            acc[4] += et[qmax - q[i + 4]];
+            acc[5] += et[qmax - q[i + 5]];
+            acc[6] += et[qmax - q[i + 6]];
+            acc[7] += et[qmax - q[i + 7]];
         }
         for (; i < c; i++) acc[0] += et[qmax - q[i]];
-        sum = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+        sum = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
         if (s->policy == EE_POLICY_ENTROPY)
             for (i = 0; i < c; i++) ez += s->ez_tab[k][qmax - q[i]];
         int32_t q2 = -1000; /* the second-highest code (a tie with the top counts) */
@@ -750,7 +775,7 @@ static bool decide(ee_session *s, int32_t k, const void *raw, const ee_tensor_de
         *probs_ready = true;
     }
     /* H = log S - (1/S) sum e_i z_i, normalised by log C */
-    float h = (logf(sum) - ez / sum) / logf((float)c);
+    float h = s->policy == EE_POLICY_ENTROPY ? (logf(sum) - ez / sum) / s->log_c : 0.0f; /* only entropy reads h */
     *streak = (best == *prev_pred) ? *streak + 1 : 0;
     *prev_pred = best;
     *pred_out = best;
@@ -776,10 +801,9 @@ static ee_status run_from_stage0(ee_session *s, const ee_run_options *opts, ee_r
     out->n_classes = d->n_classes;
     out->probs = s->probs;
     int32_t prev_pred = -1, streak = 0;
-    int64_t t_start = now_ns();
+    int64_t t_start = now_ns(), t0 = t_start; /* each stage's clock starts where the last decision ended */
     for (int32_t k = 0; k <= last; k++) {
         const ee_stage_desc *st = &d->stages[k];
-        int64_t t0 = now_ns();
         for (int32_t j = 0; j < st->n_graphs; j++) {
             ee_status es = run_graph(s, &s->graphs[s->stage_first_graph[k] + j]);
             if (es != EE_OK) return es;
@@ -802,6 +826,7 @@ static ee_status run_from_stage0(ee_session *s, const ee_run_options *opts, ee_r
         if (stop && !probs_ready) fill_probs(s, k, s->exit_logits[k]);
         out->t_stage_us[k] = (t1 - t0) / 1000;
         out->t_decision_ns[k] = t2 - t1;
+        t0 = t2;
         out->exit_logits[k] = s->exit_logits[k];
         out->n_stages_run = k + 1;
         out->class_idx = pred;

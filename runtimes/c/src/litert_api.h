@@ -1,7 +1,7 @@
 /*
  * The subset of the LiteRT C API that the harness calls, declared by us (no headers ship
  * with libLiteRt.so) and pinned to LiteRT 2.3.0 (ai-edge-litert==2.3.0, the Android AAR
- * com.google.ai.edge.litert:litert 2.x). Checked against litert/c/*.h of that release:
+ * com.google.ai.edge.litert:litert 2.x). Checked against the litert/c headers of that release:
  * LiteRtCreateModelFromFile takes the environment first (since 2.1.6); sizes below are
  * asserted at compile time. Loaded with dlopen, so the harness builds without the library.
  */
