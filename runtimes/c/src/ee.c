@@ -25,6 +25,8 @@
  * graph as a signature, so all stages share one interpreter and one XNNPACK thread pool. */
 typedef struct {
     const char *file; /* the description's file name; graphs naming the same file share it */
+    size_t file_bytes;    /* as the first graph naming the file describes it; later ones must agree */
+    uint64_t file_fnv1a;
     void *file_data;  /* the model file's bytes; must outlive the model (LiteRtCreateModelFromBuffer) */
     LiteRtModel model;
     LiteRtOptions options;
@@ -280,12 +282,19 @@ static ee_status open_model(ee_session *s, const ee_graph_desc *g, ee_model_rt *
     for (int i = 0; i < s->n_models; i++) {
         if (strcmp(s->models[i].file, g->file) == 0) {
             if (s->models[i].file_data == NULL) return EE_ERR_MODEL;
+            if (g->file_bytes != s->models[i].file_bytes || g->file_fnv1a != s->models[i].file_fnv1a) {
+                ee_log(&s->params, EE_LOG_ERROR, "graphs naming %s disagree on its size or checksum: "
+                       "the bundle description is inconsistent (regenerate it with eecompile harness)", g->file);
+                return EE_ERR_MODEL;
+            }
             *out = &s->models[i];
             return EE_OK;
         }
     }
     ee_model_rt *m = &s->models[s->n_models++];
     m->file = g->file;
+    m->file_bytes = g->file_bytes;
+    m->file_fnv1a = g->file_fnv1a;
     *out = m;
     char path[2048];
     snprintf(path, sizeof path, "%s/%s", s->params.bundle_dir, g->file);

@@ -82,6 +82,23 @@ int main(int argc, char **argv) {
     CHECK(ee_session_create(&other, &p, &s) == EE_ERR_MODEL && s == NULL);
     g0[0].signature_index = -1;
     CHECK(ee_session_create(&other, &p, &s) == EE_ERR_MODEL && s == NULL);
+    g0[0].signature_index = EE_BUNDLE.stages[0].graphs[0].signature_index;
+    CHECK(ee_session_create(&other, &p, &s) == EE_OK && s != NULL); /* the copy itself is fine */
+    ee_session_free(s);
+    s = NULL;
+
+    /* two graphs naming one file (a packed bundle) but describing it differently */
+    if (EE_BUNDLE.n_stages > 1 && strcmp(EE_BUNDLE.stages[1].graphs[0].file, g0[0].file) == 0) {
+        ee_graph_desc g1[2];
+        memcpy(g1, EE_BUNDLE.stages[1].graphs, sizeof(ee_graph_desc) * (size_t)EE_BUNDLE.stages[1].n_graphs);
+        stages[1].graphs = g1;
+        g1[0].file_fnv1a ^= 1u;
+        CHECK(ee_session_create(&other, &p, &s) == EE_ERR_MODEL && s == NULL);
+        g1[0].file_fnv1a ^= 1u;
+        g1[0].file_bytes += 1;
+        CHECK(ee_session_create(&other, &p, &s) == EE_ERR_MODEL && s == NULL);
+        stages[1].graphs = EE_BUNDLE.stages[1].graphs;
+    }
 
     /* a good session */
     n_logged = 0;
