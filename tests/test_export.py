@@ -52,14 +52,15 @@ def test_avgpool_to_depthwise_keeps_the_float_result(tmp_path):
     from eecompile.export.onnx import avgpool_to_depthwise, export_onnx
 
     m = nn.Sequential(nn.Conv2d(3, 8, 3), nn.AvgPool2d(3), nn.AvgPool2d(2, 1, padding=1, count_include_pad=True),
-                      nn.AvgPool2d(2, 1, padding=1, count_include_pad=False)).eval()
+                      nn.AvgPool2d(1), nn.AvgPool2d(2, 1, padding=1, count_include_pad=False)).eval()
     x = torch.randn(1, 3, 20, 20)
     path = tmp_path / "m.onnx"
     export_onnx(m, (x,), ["x"], ["y"], path, dynamic_batch=False, stage_idx=0, output_shapes=[list(m(x).shape)])
     before = ort.InferenceSession(str(path)).run(None, {"x": x.numpy()})[0]
     # the pool that excludes its padding from the average is not a convolution: left alone
-    assert avgpool_to_depthwise(path) == 2
-    assert [n.op_type for n in onnx.load(str(path)).graph.node] == ["Conv", "Conv", "Conv", "AveragePool"]
+    # an identity pool becomes Identity: a 1x1 depthwise conv would add an int8 requantization
+    assert avgpool_to_depthwise(path) == 3
+    assert [n.op_type for n in onnx.load(str(path)).graph.node] == ["Conv", "Conv", "Conv", "Identity", "AveragePool"]
     after = ort.InferenceSession(str(path)).run(None, {"x": x.numpy()})[0]
     np.testing.assert_allclose(after, before, rtol=0, atol=1e-5)
     assert avgpool_to_depthwise(path) == 0

@@ -61,7 +61,8 @@ def _pin_shapes(path: Path, output_shapes: list[list[int]]) -> None:
 
 def avgpool_to_depthwise(path: Path) -> int:
     """Rewrite unpadded 2-D ``AveragePool`` nodes as depthwise ``Conv`` nodes with constant
-    ``1 / (kh * kw)`` weights, in place; returns how many were rewritten.
+    ``1 / (kh * kw)`` weights (1x1 stride-1 pools as ``Identity``), in place; returns how many
+    were rewritten.
 
     The float result is the same. It matters for int8 TFLite: XNNPACK delegates int8
     depthwise convolutions but not int8 AVERAGE_POOL_2D. A pool left outside the delegate
@@ -81,6 +82,14 @@ def avgpool_to_depthwise(path: Path) -> int:
             continue
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         kernel = list(attrs.get("kernel_shape", []))
+        if kernel == [1, 1] and list(attrs.get("strides", [1, 1])) == [1, 1] and not any(attrs.get("pads", [])):
+            # an identity (e.g. AvgPool2d(1)): an Identity node, which the converter drops; a 1x1
+            # depthwise convolution would add an int8 requantization that was not there
+            model.graph.node.remove(node)
+            model.graph.node.insert(i, helper.make_node("Identity", [node.input[0]], list(node.output),
+                                                        name=f"{node.name}__identity"))
+            n += 1
+            continue
         shape = shapes.get(node.input[0], [])
         padded = any(attrs.get("pads", [])) and not attrs.get("count_include_pad", 0)
         auto_pad = attrs.get("auto_pad", b"NOTSET")
