@@ -578,17 +578,17 @@ ee_status ee_session_create(const ee_bundle_desc *desc, const ee_session_params 
             es = EE_ERR_MODEL;
             goto fail;
         }
-        s->logits_bytes[k] = gr->d->outputs[gr->logits_out].n_bytes;
-        if (gr->d->outputs[gr->logits_out].dtype == EE_DTYPE_INT8 && !gr->d->outputs[gr->logits_out].has_quant) {
+        const ee_tensor_desc *lt = &gr->d->outputs[gr->logits_out];
+        s->logits_bytes[k] = lt->n_bytes;
+        if (lt->dtype == EE_DTYPE_INT8 && !lt->has_quant) {
             ee_log(&s->params, EE_LOG_ERROR, "exit %d: int8 logits without quantization parameters", (int)k);
             es = EE_ERR_MODEL;
             goto fail;
         }
-        if (s->logits_bytes[k] != (size_t)desc->n_classes * dtype_size(gr->d->outputs[gr->logits_out].dtype)) {
+        if (s->logits_bytes[k] != (size_t)desc->n_classes * dtype_size(lt->dtype)) {
             es = EE_ERR_MODEL;
             goto fail;
         }
-        const ee_tensor_desc *lt = &gr->d->outputs[gr->logits_out];
         void *block = NULL;
         size_t tab_bytes = 256 * sizeof(float), page = 4096;
         if (posix_memalign(&block, page, (tab_bytes + s->logits_bytes[k] + page - 1) / page * page) != 0) {
@@ -598,14 +598,14 @@ ee_status ee_session_create(const ee_bundle_desc *desc, const ee_session_params 
         s->exp_tab[k] = block;
         s->exit_logits[k] = (char *)block + tab_bytes;
         memset(s->exit_logits[k], 0, s->logits_bytes[k]);
+        s->exit_tab_ok[k] = lt->dtype == EE_DTYPE_INT8 && lt->has_quant;
         for (int d = 0; d < 256; d++) {
             float z = -(float)d * lt->quant.scale;
-            s->exit_tab_ok[k] = lt->dtype == EE_DTYPE_INT8 && lt->has_quant;
             s->exp_tab[k][d] = expf(z);
             s->ez_tab[k][d] = s->exp_tab[k][d] * z;
         }
-        s->log_c = logf((float)desc->n_classes);
     }
+    s->log_c = logf((float)desc->n_classes);
     es = ee_session_set_policy(s, desc->policy, desc->thresholds, desc->n_stages);
     if (es != EE_OK) goto fail;
     *out = s;
@@ -683,11 +683,11 @@ static ee_status run_graph(ee_session *s, ee_graph_rt *gr) {
     static LiteRtTensorBuffer bound[EE_MAX_GRAPH_IO]; /* all NULL, never written */
     LiteRtStatus st = s->api.LiteRtRunCompiledModel(gr->m->cm, gr->sig, gr->n_in,
                                                     gr->inputs_bound ? bound : gr->in_bufs, gr->n_out, gr->out_bufs);
-    if (st == kLiteRtStatusOk) gr->inputs_bound = true;
     if (st != kLiteRtStatusOk) {
         ee_log(&s->params, EE_LOG_ERROR, "%s: LiteRtRunCompiledModel failed (status %d)", gr->d->file, st);
         return EE_ERR_BACKEND;
     }
+    gr->inputs_bound = true;
     return EE_OK;
 }
 
