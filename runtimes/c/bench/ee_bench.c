@@ -9,94 +9,18 @@
  * and read every exit's logits out. Prints one JSON object.
  */
 #define _GNU_SOURCE
-#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "ee.h"
 #include "ee_args.h"
 #include "ee_bundle_gen.h"
-#include "litert_api.h"
-
-static int64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
+#include "litert_mono.h"
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
-}
-
-typedef struct {
-    ee_litert_api api;
-    LiteRtEnvironment env;
-    LiteRtModel model;
-    LiteRtOptions opts;
-    LiteRtCompiledModel cm;
-    size_t n_in, n_out;
-    LiteRtTensorBuffer in[EE_MAX_GRAPH_IO], out[EE_MAX_STAGES];
-} mono_t;
-
-#define CK(x)                                                        \
-    do {                                                             \
-        if ((x) != kLiteRtStatusOk) {                                \
-            fprintf(stderr, "ee_bench: %s failed (line %d)\n", #x, __LINE__); \
-            exit(1);                                                 \
-        }                                                            \
-    } while (0)
-
-static void free_payload(void *p) { free(p); }
-
-static void mono_open(mono_t *m, const char *lib, const char *path, int threads) {
-    void *dl = dlopen(lib, RTLD_NOW | RTLD_LOCAL);
-    if (dl == NULL) {
-        fprintf(stderr, "ee_bench: %s\n", dlerror());
-        exit(1);
-    }
-#define LOAD(ret, name, args)                                   \
-    *(void **)&m->api.name = dlsym(dl, #name);                  \
-    if (m->api.name == NULL) {                                  \
-        fprintf(stderr, "ee_bench: %s lacks %s\n", lib, #name); \
-        exit(1);                                                \
-    }
-    EE_LITERT_FUNCTIONS(LOAD)
-#undef LOAD
-    LiteRtEnvOption eo[1];
-    memset(eo, 0, sizeof eo);
-    eo[0].tag = kLiteRtEnvOptionTagAutoRegisterAccelerators;
-    eo[0].value.type = kLiteRtAnyTypeInt;
-    eo[0].value.v.int_value = kLiteRtHwAcceleratorCpu;
-    CK(m->api.LiteRtCreateEnvironment(1, eo, &m->env));
-    CK(m->api.LiteRtCreateModelFromFile(m->env, path, &m->model));
-    LiteRtSignature sig;
-    CK(m->api.LiteRtGetModelSignature(m->model, 0, &sig));
-    CK(m->api.LiteRtGetNumSignatureInputs(sig, &m->n_in));
-    CK(m->api.LiteRtGetNumSignatureOutputs(sig, &m->n_out));
-    CK(m->api.LiteRtCreateOptions(&m->opts));
-    CK(m->api.LiteRtSetOptionsHardwareAccelerators(m->opts, kLiteRtHwAcceleratorCpu));
-    char *payload = malloc(48);
-    snprintf(payload, 48, "num_threads = %d\n", threads);
-    LiteRtOpaqueOptions oo;
-    CK(m->api.LiteRtCreateOpaqueOptions("xnnpack", payload, free_payload, &oo));
-    CK(m->api.LiteRtAddOpaqueOptions(m->opts, oo));
-    CK(m->api.LiteRtCreateCompiledModel(m->env, m->model, m->opts, &m->cm));
-    for (size_t i = 0; i < m->n_in + m->n_out; i++) {
-        bool is_in = i < m->n_in;
-        size_t j = is_in ? i : i - m->n_in;
-        LiteRtTensor t;
-        LiteRtRankedTensorType rtt;
-        LiteRtTensorBufferRequirements req;
-        CK(is_in ? m->api.LiteRtGetSignatureInputTensorByIndex(sig, j, &t)
-                 : m->api.LiteRtGetSignatureOutputTensorByIndex(sig, j, &t));
-        CK(m->api.LiteRtGetRankedTensorType(t, &rtt));
-        CK(is_in ? m->api.LiteRtGetCompiledModelInputBufferRequirements(m->cm, 0, j, &req)
-                 : m->api.LiteRtGetCompiledModelOutputBufferRequirements(m->cm, 0, j, &req));
-        CK(m->api.LiteRtCreateManagedTensorBufferFromRequirements(m->env, &rtt, req, is_in ? &m->in[j] : &m->out[j]));
-    }
 }
 
 static void mono_run(mono_t *m, const void *input, size_t n, unsigned char *sink) {
@@ -142,7 +66,6 @@ int main(int argc, char **argv) {
         return 1;
     }
     mono_t m;
-    memset(&m, 0, sizeof m);
     mono_open(&m, lib, argv[2], (int)threads);
     size_t nb = ee_session_input_bytes(s);
     unsigned char *input = malloc(nb);
