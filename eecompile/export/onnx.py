@@ -94,7 +94,7 @@ def avgpool_to_depthwise(path: Path) -> int:
         padded = any(attrs.get("pads", [])) and not attrs.get("count_include_pad", 0)
         auto_pad = attrs.get("auto_pad", b"NOTSET")
         if (len(kernel) != 2 or len(shape) != 4 or shape[1] <= 0 or padded or attrs.get("ceil_mode", 0)
-                or auto_pad not in (b"NOTSET", b"VALID", "NOTSET", "VALID")):
+                or auto_pad not in (b"NOTSET", b"VALID")):
             continue
         c = shape[1]
         w_name = f"{node.output[0]}__avgpool_weight"
