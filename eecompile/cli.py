@@ -1,6 +1,11 @@
 """The ``eecompile`` command line: thin shims over the library.
 
-Only this module turns typed errors into messages (exit code 1, "Error: ... hint: ...").
+Only this module turns errors into messages: a typed ``EecompileError`` becomes
+"Error: Type: message / hint: next step" with exit status 1, a usage error exits 2, an
+interrupt exits 130 with nothing half-written, and a broken invariant asks for a bug report.
+Converter and TensorFlow log lines (written by native code to the process's stderr) go to a
+log file unless ``--verbose``; see ``eecompile.clilog``. Start-up imports only click and the
+light parts of the package: torch and TensorFlow load inside the commands that need them.
 """
 
 from __future__ import annotations
@@ -12,9 +17,13 @@ import sys
 
 import click
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from eecompile.core.names import BACKENDS, POLICY_NAMES, RETIRED_BACKENDS, TARGETS
+from eecompile.errors import EecompileError, InternalError
+from eecompile.model.zoo import ZOO
 
-from eecompile.errors import EecompileError  # noqa: E402
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+BACKEND_CHOICES = click.Choice([*BACKENDS, *RETIRED_BACKENDS])
+EXIT_INTERRUPTED = 130
 
 
 def _console():
@@ -23,7 +32,13 @@ def _console():
     return Console(stderr=False)
 
 
+def _verbose() -> bool:
+    return os.environ.get("EECOMPILE_VERBOSE") == "1"
+
+
 def handle_errors(fn):
+    """Typed errors -> exit 1 with the message and hint; Ctrl-C -> exit 130; bugs -> a report request."""
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
@@ -33,13 +48,45 @@ def handle_errors(fn):
             if exc.hint:
                 msg += f"\n  hint: {exc.hint}"
             raise click.ClickException(msg) from exc
+        except KeyboardInterrupt:
+            click.echo("Interrupted: stopped. Nothing half-written is left behind: outputs are written whole or "
+                       "not at all.", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        except InternalError as exc:
+            raise click.ClickException(f"InternalError: {exc}") from exc
+        except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
+            raise
+        except Exception as exc:  # a bug: no input of the user's should get here
+            if _verbose():
+                raise
+            raise click.ClickException(
+                f"InternalError: {type(exc).__name__}: {exc}\n  this is a bug in eecompile: rerun with "
+                "eecompile --verbose for the traceback and please report it") from exc
 
     return wrapper
 
 
+class FloatList(click.ParamType):
+    """``0.9`` or ``0.9,0.8,0.7``: one value for every early exit, or one per exit."""
+
+    name = "T[,T...]"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (float, int, list)):
+            return value
+        try:
+            vals = [float(v) for v in str(value).split(",")]
+        except ValueError:
+            self.fail(f"{value!r} is not a number or a comma-separated list of numbers", param, ctx)
+        return vals[0] if len(vals) == 1 else vals
+
+
 @click.group()
 @click.version_option(package_name="eecompile")
-def main() -> None:
+@click.option("--verbose", "-v", is_flag=True, help="Show converter/TensorFlow logs and tracebacks of bugs.")
+@click.option("--data-dir", type=click.Path(), envvar="EECOMPILE_FMNIST_DIR",
+              help="Directory with the Fashion-MNIST IDX .gz files (default: Debian's dataset-fashion-mnist).")
+def main(verbose: bool, data_dir: str | None) -> None:
     """eecompile: early-exit networks from PyTorch to phones and boards.
 
     \b
@@ -48,6 +95,10 @@ def main() -> None:
       eecompile export dsnet-fmnist --target tflite-int8 --calib-data fashion-mnist:train:512 -o out/b
       eecompile run out/b --input fashion-mnist:test:16
     """
+    if verbose:
+        os.environ["EECOMPILE_VERBOSE"] = "1"
+    if data_dir:
+        os.environ["EECOMPILE_FMNIST_DIR"] = data_dir
 
 
 @main.command()
@@ -59,8 +110,7 @@ def zoo(as_json: bool) -> None:
     Example:
       eecompile zoo
     """
-    from eecompile.model.loading import zoo_weights_path
-    from eecompile.model.zoo import ZOO
+    from eecompile.model.zoo import zoo_weights_path
 
     rows = [{"name": e.name, "dataset": e.dataset, "training": e.recipe.mode, "description": e.description,
              "cached": zoo_weights_path(e.name).exists()} for e in ZOO.values()]
@@ -72,7 +122,7 @@ def zoo(as_json: bool) -> None:
 
 
 @main.command()
-@click.argument("model")
+@click.argument("model", type=click.Choice(sorted(ZOO)))
 @handle_errors
 def train(model: str) -> None:
     """Train a zoo MODEL (or load it from the cache) and print per-exit validation accuracy.
@@ -82,9 +132,9 @@ def train(model: str) -> None:
       eecompile train dsnet-fmnist
     """
     from eecompile.data.datasets import load_data
-    from eecompile.model.loading import load_zoo, zoo_weights_path
+    from eecompile.model.loading import load_zoo
     from eecompile.model.train import exit_accuracies
-    from eecompile.model.zoo import ZOO
+    from eecompile.model.zoo import zoo_weights_path
 
     m = load_zoo(model)
     acc = exit_accuracies(m, load_data(f"{ZOO[model].dataset}:val"))
@@ -93,25 +143,23 @@ def train(model: str) -> None:
 
 
 def _default_val(calib_data: str) -> str | None:
-    name = calib_data.split(":")[0]
     from eecompile.data.datasets import DATASETS
 
+    name = calib_data.split(":")[0]
     return f"{name}:val:1000" if name in DATASETS else None
 
 
 @main.command()
 @click.argument("model")
-@click.option("--target", "-t", type=click.Choice(["tflite-int8", "tflite-fp16", "tflite-fp32", "onnx"]),
-              default="tflite-int8", show_default=True)
+@click.option("--target", "-t", type=click.Choice(list(TARGETS)), default="tflite-int8", show_default=True)
 @click.option("--calib-data", "-c", required=True,
               help="NAME[:SPLIT[:N]] (fashion-mnist, digits) or a .npy/.npz file of inputs (NCHW float32).")
-@click.option("--val-data", help="Held-out data for validation (default: the val split of a built-in dataset, "
-                                 "else a quarter of --calib-data held out).")
+@click.option("--val-data", help="Held-out data for validation, >= 100 samples (default: the val split of a built-in "
+                                 "dataset, else a quarter of --calib-data held out).")
 @click.option("--output", "-o", required=True, type=click.Path(), help="Bundle directory to create.")
 @click.option("--split-heads", is_flag=True, help="Export each exit head as its own graph.")
-@click.option("--policy", type=click.Choice(["max-prob", "entropy", "margin", "patience"]), default="max-prob",
-              show_default=True)
-@click.option("--threshold", type=float, help="Exit threshold for every early exit (policy default if omitted).")
+@click.option("--policy", type=click.Choice(POLICY_NAMES), default="max-prob", show_default=True)
+@click.option("--threshold", type=FloatList(), help="Exit threshold: one for every early exit, or one per exit.")
 @click.option("--onnxsim", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
               help="auto: convert without onnxsim, retry with it if the float graph disagrees with ONNX Runtime.")
 @click.option("--allow-mismatch", is_flag=True, help="Write the bundle even if validation fails.")
@@ -128,29 +176,40 @@ def export(model, target, calib_data, val_data, output, split_heads, policy, thr
     \b
     Example:
       eecompile export dsnet-fmnist --target tflite-int8 --calib-data fashion-mnist:train:512 -o out/dsnet-int8
-      eecompile export my_model.py:build --target onnx --calib-data calib.npy -o out/my-onnx
+      eecompile export my_model.py:build --target onnx --calib-data calib.npy --val-data val.npz -o out/my-onnx
     """
     from eecompile.bundle.io import check_output_dir
-    from eecompile.data.datasets import load_data
+    from eecompile.core.policies import make_policy
+    from eecompile.data.datasets import load_data, parse_data_spec
+
+    # everything that can be checked without work is checked first: output, data specs, policy
+    check_output_dir(output, force)
+    if harness_dir:
+        from eecompile.harness.generate import check_harness_dir
+
+        check_harness_dir(harness_dir, force)
+    val_spec = val_data or _default_val(calib_data)
+    parse_data_spec(calib_data)
+    if val_spec:
+        parse_data_spec(val_spec, "val")
     from eecompile.export.pipeline import ExportOptions
     from eecompile.export.pipeline import export as do_export
-    from eecompile.model.loading import load_model
+    from eecompile.model.loading import canonical_source, load_model
     from eecompile.report.tables import validation_table
 
-    check_output_dir(output, force)  # fail before training or converting anything
-    m = load_model(model, quiet=as_json)
-    val_spec = val_data or _default_val(calib_data)
+    source = canonical_source(model)
+    m = load_model(model, quiet=as_json, expect=lambda arch: make_policy(policy, threshold, arch.n_stages))
     opts = ExportOptions(split_heads=split_heads, policy=policy, threshold=threshold, onnxsim=onnxsim,
                          allow_mismatch=allow_mismatch, pack=not no_pack, force=force, quiet=as_json,
-                         model_source=model)
-    bundle = do_export(m, target, load_data(calib_data), output, val_data=load_data(val_spec, "val") if val_spec else None,
-                       options=opts)
+                         model_source=source)
+    bundle = do_export(m, target, load_data(calib_data), output,
+                       val_data=load_data(val_spec, "val") if val_spec else None, options=opts)
     v = bundle.manifest.validation
     harness_exe = None
     if harness_dir:
         from eecompile.harness import build_harness, generate_harness
 
-        harness_exe = str(build_harness(generate_harness(bundle, harness_dir)).ee_run)
+        harness_exe = str(build_harness(generate_harness(bundle, harness_dir, force=force)).ee_run)
     if as_json:
         click.echo(json.dumps({"bundle": str(bundle.root), "validation": v, "harness": harness_exe}, indent=2))
         return
@@ -165,9 +224,9 @@ def export(model, target, calib_data, val_data, output, split_heads, policy, thr
 
 @main.command()
 @click.argument("bundle_dir", type=click.Path())
-@click.option("--data", "-d", required=True, help="NAME[:SPLIT[:N]] or a .npz with x (and y).")
+@click.option("--data", "-d", required=True, help="NAME[:SPLIT[:N]] or a .npz with x (and y); >= 100 samples.")
 @click.option("--model", "model_spec", help="PyTorch reference (default: the bundle's model source).")
-@click.option("--backend", type=click.Choice(["litert", "tflite-runtime", "tensorflow", "onnxruntime"]))
+@click.option("--backend", type=BACKEND_CHOICES)
 @click.option("--allow-mismatch", is_flag=True, help="Exit 0 even if checks fail.")
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
@@ -178,17 +237,24 @@ def validate(bundle_dir, data, model_spec, backend, allow_mismatch, as_json) -> 
     Example:
       eecompile validate out/dsnet-int8 --data fashion-mnist:test:2000
     """
+    from eecompile.bundle.graphs import check_backend
     from eecompile.bundle.io import load_bundle
-    from eecompile.data.datasets import load_data
-    from eecompile.export.validate import validate_bundle
-    from eecompile.model.loading import load_model
-    from eecompile.report.tables import validation_table
+    from eecompile.data.datasets import load_data, parse_data_spec
 
     b = load_bundle(bundle_dir)
+    if backend:
+        check_backend(backend, b.manifest.target)
     spec = model_spec or b.manifest.model_source
     if not spec:
         raise click.UsageError("the bundle records no model source; pass --model")
-    report = validate_bundle(b, load_model(spec, quiet=as_json), load_data(data, "val"), backend=backend)
+    parse_data_spec(data, "val")
+    from eecompile.export.validate import check_model_matches, validate_bundle
+    from eecompile.model.loading import load_model
+    from eecompile.report.tables import validation_table
+
+    model = load_model(spec, quiet=as_json, expect=lambda arch: check_model_matches(b, arch))
+    report = validate_bundle(b, model, load_data(data, "val"), backend=backend,
+                             data_hint="pass --data with at least 100 held-out samples, e.g. fashion-mnist:test:1000")
     d = report.to_dict()
     if as_json:
         click.echo(json.dumps(d, indent=2))
@@ -201,12 +267,12 @@ def validate(bundle_dir, data, model_spec, backend, allow_mismatch, as_json) -> 
 @main.command()
 @click.argument("bundle_dir", type=click.Path())
 @click.option("--input", "-i", "input_spec", required=True, help=".npy/.npz file (NCHW float32) or NAME[:SPLIT[:N]].")
-@click.option("--policy", type=click.Choice(["max-prob", "entropy", "margin", "patience"]),
-              help="Exit policy (default: the bundle's).")
-@click.option("--threshold", type=float, help="Threshold for every early exit (default: the bundle's).")
+@click.option("--policy", type=click.Choice(POLICY_NAMES), help="Exit policy (default: the bundle's).")
+@click.option("--threshold", type=FloatList(), help="One threshold for every early exit, or one per exit "
+                                                    "(default: the bundle's).")
 @click.option("--max-exit", type=int, help="Stop at this exit at the latest (budget-forced exit).")
-@click.option("--backend", type=click.Choice(["litert", "tflite-runtime", "tensorflow", "onnxruntime"]))
-@click.option("--threads", type=int, default=1, show_default=True)
+@click.option("--backend", type=BACKEND_CHOICES)
+@click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per sample, plus a summary.")
 @handle_errors
 def run(bundle_dir, input_spec, policy, threshold, max_exit, backend, threads, as_json) -> None:
@@ -219,10 +285,11 @@ def run(bundle_dir, input_spec, policy, threshold, max_exit, backend, threads, a
     """
     import numpy as np
 
-    from eecompile.data.datasets import load_data
+    from eecompile.data.datasets import load_data, parse_data_spec
     from eecompile.report.tables import run_table
     from eecompile.runtime.runner import Runtime
 
+    parse_data_spec(input_spec, "test")
     rt = Runtime(bundle_dir, backend=backend, n_threads=threads)
     data = load_data(input_spec, "test")
     res = rt.run(data.x, policy=policy, thresholds=threshold, max_exit=max_exit)
@@ -251,7 +318,6 @@ def info(bundle_dir, as_json) -> None:
       eecompile info out/dsnet-int8
     """
     from eecompile.bundle.io import load_bundle
-    from eecompile.report.tables import validation_table
 
     b = load_bundle(bundle_dir)
     m = b.manifest
@@ -267,6 +333,8 @@ def info(bundle_dir, as_json) -> None:
         click.echo(f"  packed: {m.packed.file} ({m.packed.size_bytes} B), signatures "
                    f"{', '.join(m.packed.signature_keys)}")
     if m.validation:
+        from eecompile.report.tables import validation_table
+
         _console().print(validation_table(m.validation))
 
 
@@ -278,27 +346,32 @@ def info(bundle_dir, as_json) -> None:
 @click.option("--sanitize", is_flag=True, help="Build with ASan + UBSan.")
 @click.option("--per-stage-files", is_flag=True,
               help="Open each stage file as its own model instead of the bundle's packed stages.tflite.")
+@click.option("--force", is_flag=True, help="Replace an existing harness directory at -o.")
 @handle_errors
-def harness(bundle_dir, output, do_build, arch, sanitize, per_stage_files) -> None:
+def harness(bundle_dir, output, do_build, arch, sanitize, per_stage_files, force) -> None:
     """Generate the C harness for BUNDLE_DIR (bundle constants as C + the harness sources).
 
     \b
     Example:
       eecompile harness out/dsnet-int8 -o out/dsnet-c --build
-      out/dsnet-c/build-host/ee_run out/dsnet-int8 inputs.bin --litert $(python -c 'import ai_edge_litert,os;print(os.path.dirname(ai_edge_litert.__file__))')/libLiteRt.so
+      out/dsnet-c/build-host/ee_run out/dsnet-int8 x.npy --litert $(python -c 'import ai_edge_litert,os;print(os.path.dirname(ai_edge_litert.__file__))')/libLiteRt.so
     """
     from eecompile.bundle.io import load_bundle
-    from eecompile.harness import build_harness, generate_harness
+    from eecompile.harness.generate import check_harness_dir, generate_harness
 
-    out = generate_harness(load_bundle(bundle_dir), output, packed=False if per_stage_files else None)
+    check_harness_dir(output, force)
+    out = generate_harness(load_bundle(bundle_dir), output, packed=False if per_stage_files else None, force=force)
     click.echo(f"generated {out / 'ee_bundle_gen.c'} and {out / 'ee_bundle_gen.h'}")
     if do_build:
+        from eecompile.harness.build import build_harness
+
         res = build_harness(out, arch=arch, sanitize=sanitize)
         click.echo(f"built {res.ee_run}")
 
 
 @main.command()
-@click.option("--model", default="dsnet-fmnist", show_default=True, help="Zoo model to train and ship.")
+@click.option("--model", default="dsnet-fmnist", show_default=True, type=click.Choice(sorted(ZOO)),
+              help="Zoo model to train and ship.")
 @click.option("--out", "out_dir", default="demo-out", show_default=True, type=click.Path())
 @click.option("--n-test", type=int, help="Use only the first N test samples.")
 @click.option("--latency-budget", type=float, default=0.6, show_default=True,
@@ -332,5 +405,14 @@ def demo(model, out_dir, n_test, latency_budget, as_json) -> None:
     click.echo(f"export took {report['export_s']:.1f} s; bundle {report['bundle']}; plot {report['plot']}")
 
 
+def entry() -> None:
+    """The console script: native log lines go to a file unless --verbose (see eecompile.clilog)."""
+    from eecompile.clilog import quiet_native_output
+
+    verbose = any(a in ("-v", "--verbose") for a in sys.argv[1:])
+    with quiet_native_output(enabled=not verbose):
+        main()
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entry()

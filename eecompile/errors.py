@@ -91,12 +91,29 @@ class InputError(EecompileError):
     """A runtime input has the wrong shape or dtype, or holds NaN/inf."""
 
 
+class PolicyError(EecompileError):
+    """An exit policy name, threshold or ``max_exit`` is invalid."""
+
+
+class TrainingError(EecompileError):
+    """A training recipe cannot be applied to the model or data."""
+
+
+class ToolError(EecompileError):
+    """An external tool (cmake, a compiler, qemu, adb, ssh) is missing or failed."""
+
+
 class BackendError(EecompileError):
     """A runtime backend (LiteRT, tflite-runtime, ONNX Runtime) is missing or failed."""
 
 
 class InternalError(Exception):
-    """An invariant inside eecompile broke: this is a bug, please report it."""
+    """An invariant inside eecompile broke: this is a bug, please report it.
+
+    Not an ``EecompileError``: no input of the user's can fix it, so the CLI prints it
+    with a request for a bug report instead of a hint."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(f"internal error: {message} -- please report this at the eecompile issue tracker")
+        self.message = message
+        super().__init__(f"internal error: {message} -- this is a bug in eecompile, please report it "
+                         "(https://github.com/eecompile/eecompile/issues) with the command you ran")

@@ -47,7 +47,7 @@ def test_npy_and_npz(tmp_path):
     with pytest.raises(DataError, match="no 'x'"):
         load_data(str(tmp_path / "c.npz"))
     (tmp_path / "d.npy").write_bytes(b"garbage")
-    with pytest.raises(DataError, match="cannot read"):
+    with pytest.raises(DataError, match="is not a .npy file"):
         load_data(str(tmp_path / "d.npy"))
     with pytest.raises(DataError, match="does not exist"):
         load_data(str(tmp_path / "missing.npy"))

@@ -15,7 +15,7 @@ import pytest
 
 from eecompile import Runtime
 from eecompile.harness import build_harness, find_litert_lib, generate_harness
-from eecompile.runtime.quant import dequantize, to_graph_input
+from eecompile.core.quant import dequantize, to_graph_input
 
 pytestmark = pytest.mark.skipif(shutil.which("cmake") is None or shutil.which("cc") is None,
                                 reason="needs cmake and a C compiler")

@@ -7,8 +7,8 @@ import pytest
 from eecompile import POLICIES, Runtime, make_policy
 from eecompile.bundle.manifest import QuantParams
 from eecompile.errors import EecompileError, InputError
-from eecompile.runtime.policies import simulate, softmax
-from eecompile.runtime.quant import needs_requant, quantize, requantize, round_half_away
+from eecompile.core.policies import simulate, softmax
+from eecompile.core.quant import needs_requant, quantize, requantize, round_half_away
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_patience_follows_pabee():
 def test_onnx_batched_run_matches_litert_classes(onnx_bundle, int8_bundle, digits_data):
     x = digits_data["test"].x
     onnx_res = Runtime(onnx_bundle).run(x, no_early_exit=True)
-    assert not Runtime(onnx_bundle).runners[0][0].fixed_batch
+    assert not Runtime(onnx_bundle).executor.runners[0][0].fixed_batch
     assert np.mean(onnx_res.class_idx == Runtime(int8_bundle).run(x, no_early_exit=True).class_idx) >= 0.98
 
 

@@ -16,7 +16,7 @@ def tiny_model():
 
 def test_tiny_onnx_roundtrip(tmp_path):
     model = tiny_model()
-    x = np.random.default_rng(0).random((16, 1, 6, 6), dtype=np.float32)
+    x = np.random.default_rng(0).random((128, 1, 6, 6), dtype=np.float32)
     bundle = eecompile.export(model, "onnx", x, tmp_path / "b", options=eecompile.ExportOptions(quiet=True))
     assert bundle.manifest.validation["passed"]
     res = eecompile.Runtime(tmp_path / "b").run(x, policy="max-prob", thresholds=0.0)

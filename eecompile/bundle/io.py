@@ -14,7 +14,7 @@ from pathlib import Path
 
 from eecompile.bundle.manifest import MANIFEST_NAME, READABLE_SCHEMAS, SCHEMA_VERSION, GraphSpec, Manifest
 from eecompile.errors import BundleError, ChecksumError, OutputPathError, SchemaVersionError
-from eecompile.util import atomic_write_text, sha256_file
+from eecompile.util import atomic_write_text, default_mode, sha256_file
 
 
 @dataclass
@@ -53,7 +53,9 @@ def check_output_dir(out_dir: str | os.PathLike, force: bool) -> Path:
 def staging_dir(out_dir: Path) -> Path:
     """A fresh temp dir on the same filesystem as ``out_dir`` (so the final rename is atomic)."""
     parent = out_dir.absolute().parent
-    return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=parent))
+    os.chmod(staging, default_mode(directory=True))  # mkdtemp makes 0700; a bundle is as readable as a mkdir
+    return staging
 
 
 def commit_bundle(staging: Path, manifest: Manifest, out_dir: Path, force: bool) -> Bundle:

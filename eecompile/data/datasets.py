@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from eecompile.core.checks import check_batch
 from eecompile.errors import DataError
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -52,7 +53,8 @@ def _read_idx(path: Path, header_bytes: int) -> np.ndarray:
     except FileNotFoundError:
         raise DataError(
             f"Fashion-MNIST file {path} not found",
-            hint="apt-get install -y dataset-fashion-mnist, or pass --data-dir with the IDX .gz files",
+            hint="apt-get install -y dataset-fashion-mnist, or point eecompile --data-dir (or $EECOMPILE_FMNIST_DIR) "
+                 "at a directory with the four IDX .gz files",
         ) from None
     except (OSError, EOFError) as exc:
         raise DataError(f"cannot read {path}: {exc}", hint="the file is corrupt; reinstall the dataset") from exc
@@ -134,13 +136,27 @@ def parse_data_spec(spec: str, default_split: str = "train") -> DataSpec:
     return DataSpec(name, split, n, None)
 
 
+_MAGIC = {".npy": b"\x93NUMPY", ".npz": b"PK\x03\x04"}
+
+
 def _load_file(path: Path) -> Dataset:
     if not path.exists():
         raise DataError(f"data file {path} does not exist", hint="check the path")
+    if path.is_dir():
+        raise DataError(f"{path} is a directory, not a {path.suffix} file", hint="give the path of the file itself")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror}", hint="check the file's permissions") from exc
+    if not head.startswith(_MAGIC[path.suffix]):
+        what = "empty" if not head else f"not a {path.suffix} file (it does not start with numpy's header)"
+        raise DataError(f"{path} is {what}", hint="save inputs with numpy.save (.npy) or numpy.savez (.npz, x and y)")
     try:
         obj = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
-        raise DataError(f"cannot read {path}: {exc}", hint="save inputs with numpy.save / numpy.savez") from exc
+        reason = "it holds Python objects (pickled), not plain arrays" if "pickle" in str(exc) else str(exc)
+        raise DataError(f"cannot read {path}: {reason}", hint="save inputs with numpy.save / numpy.savez") from exc
     if isinstance(obj, np.ndarray):
         return Dataset(obj, None, [], str(path))
     with obj:
@@ -166,25 +182,4 @@ def load_data(spec: str | DataSpec, default_split: str = "train",
 
 def check_inputs(x: np.ndarray, input_shape: tuple[int, ...], what: str, min_samples: int = 1) -> np.ndarray:
     """Check a batch of model inputs: float32, shape ``(N, *input_shape)``, finite, enough samples."""
-    if not isinstance(x, np.ndarray):
-        raise DataError(f"{what}: expected a numpy array, got {type(x).__name__}", hint="pass a numpy array")
-    if x.ndim == len(input_shape) and tuple(x.shape) == tuple(input_shape):
-        x = x[None]
-    if tuple(x.shape[1:]) != tuple(input_shape):
-        raise DataError(
-            f"{what}: shape {tuple(x.shape)} does not match the model input (N, {', '.join(map(str, input_shape))})",
-            hint="inputs are NCHW like the PyTorch model; transpose NHWC data with x.transpose(0, 3, 1, 2)",
-        )
-    if x.dtype != np.float32:
-        if x.dtype == np.float64:
-            x = x.astype(np.float32)
-        else:
-            raise DataError(f"{what}: dtype {x.dtype}, expected float32",
-                            hint="scale integer images to float32, e.g. x.astype(np.float32) / 255")
-    if not np.isfinite(x).all():
-        bad = int((~np.isfinite(x)).any(axis=tuple(range(1, x.ndim))).sum())
-        raise DataError(f"{what}: {bad} sample(s) contain NaN or inf", hint="clean or drop those samples")
-    if x.shape[0] < min_samples:
-        raise DataError(f"{what}: {x.shape[0]} samples, at least {min_samples} needed",
-                        hint=f"give at least {min_samples} representative samples")
-    return x
+    return check_batch(x, input_shape, what, min_samples)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eecompile.errors import ExportError
+from eecompile.errors import ExportError, InternalError
 from eecompile.util import atomic_write_bytes
 
 PACKED_FILE = "stages.tflite"
@@ -33,8 +33,8 @@ def pack_tflite(files: list[Path], keys: list[str], out: Path) -> None:
     from ai_edge_litert.tools import flatbuffer_utils as fbu
 
     if len(files) != len(keys) or len(set(keys)) != len(keys):
-        raise ExportError(f"packing needs one distinct signature key per file, got {keys}",
-                          hint="this is a bug in eecompile; export with --no-pack meanwhile")
+        raise InternalError(f"packing needs one distinct signature key per file, got {keys} for {len(files)} files "
+                            "(export with --no-pack meanwhile)")
     merged = fb.ModelT()
     merged.operatorCodes, merged.subgraphs, merged.buffers, merged.signatureDefs = [], [], [], []
     merged.metadata = []
@@ -88,8 +88,8 @@ def check_packed(packed: Path, files: list[Path], keys: list[str], n_samples: in
     rng = np.random.default_rng(seed)
     whole = Interpreter(model_path=str(packed))
     if sorted(whole.get_signature_list()) != sorted(keys):
-        raise ExportError(f"{packed.name} has signatures {sorted(whole.get_signature_list())}, expected {keys}",
-                          hint="export with --no-pack")
+        raise InternalError(f"{packed.name} has signatures {sorted(whole.get_signature_list())}, expected {keys} "
+                            "(export with --no-pack meanwhile)")
     for path, key in zip(files, keys):
         single = Interpreter(model_path=str(path)).get_signature_runner()
         runner = whole.get_signature_runner(key)
@@ -98,5 +98,5 @@ def check_packed(packed: Path, files: list[Path], keys: list[str], n_samples: in
             want, got = single(**feed), runner(**feed)
             for name in want:
                 if not np.array_equal(want[name], got[name]):
-                    raise ExportError(f"{packed.name}[{key}] output {name} differs from {path.name}",
-                                      hint="export with --no-pack and report this")
+                    raise InternalError(f"{packed.name}[{key}] output {name} differs from {path.name}: the merge "
+                                        "changed a graph (export with --no-pack meanwhile)")

@@ -23,18 +23,21 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from eecompile.bundle.io import Bundle, check_output_dir, commit_bundle, staging_dir
 from eecompile.bundle.manifest import ExitSpec, GraphSpec, Manifest, PackedSpec, StageSpec, TensorSpec
 from eecompile.data.datasets import Dataset, check_inputs
-from eecompile.errors import EecompileError, ExportError
+from eecompile.errors import DataError, ExportError, InternalError
+from eecompile.export.interrupts import checkpoint, interrupt_guard, no_interrupts
 from eecompile.export.onnx import export_onnx
 from eecompile.export.stages import StageGraph, count_macs_params
-from eecompile.export.validate import Tolerances, validate_bundle
+from eecompile.export.validate import MIN_VALIDATION_SAMPLES, Tolerances, validate_bundle
 from eecompile.model.contract import EarlyExitModel
-from eecompile.runtime.backends import open_graph
-from eecompile.runtime.policies import DEFAULT_THRESHOLDS, make_policy
-from eecompile.runtime.quant import needs_requant, to_graph_input, to_torch_layout
+from eecompile.bundle.graphs import open_graph
+from eecompile.core.names import TARGETS
+from eecompile.core.policies import make_policy
+from eecompile.core.quant import needs_requant, to_graph_input, to_torch_layout
 from eecompile.util import sha256_file
 
-TARGETS = {"tflite-int8": "int8", "tflite-fp16": "fp16", "tflite-fp32": "fp32", "onnx": "onnx"}
 MIN_CALIB_SAMPLES = 32
+VAL_HINT = ("pass --val-data (Python: val_data=) with at least 100 held-out labelled samples, "
+            "e.g. fashion-mnist:val:1000 or a .npz with x and y")
 TOOLS = ("eecompile", "torch", "onnx", "onnx2tf", "tensorflow", "ai-edge-litert", "onnxruntime", "numpy")
 
 
@@ -169,51 +172,56 @@ def export(model: EarlyExitModel, target: str, calib: Dataset | np.ndarray, out_
     """
     opts = options or ExportOptions()
     if target not in TARGETS:
-        raise EecompileError(f"unknown target {target!r}", hint=f"use one of {', '.join(TARGETS)}")
+        raise ExportError(f"unknown target {target!r}", hint=f"use one of {', '.join(TARGETS)}")
     out = check_output_dir(out_dir, opts.force)
     calib_ds = calib if isinstance(calib, Dataset) else Dataset(calib, None, [], "array")
     min_n = MIN_CALIB_SAMPLES if TARGETS[target] == "int8" else 4
     x = check_inputs(calib_ds.x, model.input_shapes[0], "calibration data", min_samples=min_n)
     held_out_from_calib = False
     if val_data is None:
-        n_val = max(4, len(x) // 4)
+        n_val = max(MIN_VALIDATION_SAMPLES, len(x) // 4)
+        if len(x) - n_val < min_n:
+            raise DataError(f"{len(x)} calibration samples cannot give {n_val} for validation and keep {min_n} "
+                            "for calibration", hint=VAL_HINT)
         val_data = Dataset(x[-n_val:], None if calib_ds.y is None else calib_ds.y[-n_val:], [], "calib hold-out")
         x = x[:-n_val]
         held_out_from_calib = True
-        if len(x) < min_n:
-            raise EecompileError(f"{len(x)} calibration samples left after holding out {n_val} for validation",
-                                 hint="pass --val-data, or more calibration samples")
-    check_inputs(val_data.x, model.input_shapes[0], "validation data")  # fail before converting anything
-    threshold = opts.threshold if opts.threshold is not None else DEFAULT_THRESHOLDS.get(opts.policy, 0.9)
-    policy = make_policy(opts.policy, threshold, model.n_stages)  # checks name and range before any work
+    val_x = check_inputs(val_data.x, model.input_shapes[0], "validation data")  # fail before converting anything
+    if len(val_x) < MIN_VALIDATION_SAMPLES:
+        raise DataError(f"validation data has {len(val_x)} samples; the checks need at least {MIN_VALIDATION_SAMPLES}",
+                        hint=VAL_HINT)
+    policy = make_policy(opts.policy, opts.threshold, model.n_stages)  # checks name and range before any work
     model.eval()
 
     staging = staging_dir(out)
     work = Path(tempfile.mkdtemp(prefix="eecompile-work-"))
     try:
-        exporter = _StageExporter(model, target, staging, work, opts)
-        stages, boundaries = _export_stages(model, exporter, x, opts)
-        exits = [ExitSpec(exit_idx=k, stage_idx=k, n_classes=model.n_classes, class_names=model.class_names,
-                          policy=policy.name, threshold=policy.thresholds[k]) for k in range(model.n_stages)]
-        first = stages[0].graphs[0]
-        versions = tool_versions()
-        manifest = Manifest(
-            name=model.name, target=target, model_source=opts.model_source,
-            input=[t for t in first.inputs], stages=stages, exits=exits, tool_versions=versions,
-            created_utc=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            eecompile_version=versions["eecompile"],
-            calibration={"data": calib_ds.name, "n_samples": int(len(x)), "propagated": "exported stages"
-                         if TARGETS[target] == "int8" else "not used", "float_checks": exporter.float_checks},
-            boundaries=boundaries)
-        if opts.pack and target.startswith("tflite-"):
-            manifest.packed = _pack(staging, manifest)
-        bundle = Bundle(staging, manifest)
-        report = validate_bundle(bundle, model, val_data, tolerances, quiet=opts.quiet)
-        manifest.validation = report.to_dict()
-        manifest.validation["data"] = val_data.name + (" (held out from calibration data)" if held_out_from_calib else "")
-        if report.failures and not opts.allow_mismatch:
-            raise report.error()
-        return commit_bundle(staging, manifest, out, opts.force)
+        with interrupt_guard():
+            exporter = _StageExporter(model, target, staging, work, opts)
+            stages, boundaries = _export_stages(model, exporter, x, opts)
+            exits = [ExitSpec(exit_idx=k, stage_idx=k, n_classes=model.n_classes, class_names=model.class_names,
+                              policy=policy.name, threshold=policy.thresholds[k]) for k in range(model.n_stages)]
+            first = stages[0].graphs[0]
+            versions = tool_versions()
+            manifest = Manifest(
+                name=model.name, target=target, model_source=opts.model_source,
+                input=[t for t in first.inputs], stages=stages, exits=exits, tool_versions=versions,
+                created_utc=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                eecompile_version=versions["eecompile"],
+                calibration={"data": calib_ds.name, "n_samples": int(len(x)), "propagated": "exported stages"
+                             if TARGETS[target] == "int8" else "not used", "float_checks": exporter.float_checks},
+                boundaries=boundaries)
+            if opts.pack and target.startswith("tflite-"):
+                manifest.packed = _pack(staging, manifest)
+            bundle = Bundle(staging, manifest)
+            report = validate_bundle(bundle, model, val_data, tolerances, quiet=opts.quiet, data_hint=VAL_HINT)
+            manifest.validation = report.to_dict()
+            manifest.validation["data"] = val_data.name + (" (held out from calibration data)" if held_out_from_calib else "")
+            if report.failures and not opts.allow_mismatch:
+                raise report.error()
+            checkpoint()  # a Ctrl-C swallowed in validation or packing stops here, before the commit
+            with no_interrupts():  # the renames that swap the bundle in are not cut in half
+                return commit_bundle(staging, manifest, out, opts.force)
     finally:
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(staging, ignore_errors=True)
@@ -278,50 +286,11 @@ def _export_stages(model: EarlyExitModel, exporter: _StageExporter, x: np.ndarra
             ref_state = [t.numpy() for t in new_ref]
             calib_state = next_calib if int8 and next_calib is not None else ref_state
             progress.advance(task)
+            checkpoint()
     if not stages:
-        raise ExportError("no stages exported", hint="the model has no segments")
+        raise InternalError("no stages exported from a model the contract accepted")
     return stages, boundaries
 
 
 def staging_of(exporter: _StageExporter, graph: GraphSpec) -> Path:
     return exporter.staging / graph.file
-
-
-class _AllExits(torch.nn.Module):
-    """The whole network as one graph: input -> every exit's logits (for overhead baselines)."""
-
-    def __init__(self, model: EarlyExitModel) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, *inputs):
-        return tuple(self.model(*inputs))
-
-
-def export_monolithic(model: EarlyExitModel, target: str, calib: np.ndarray, out_file: str | os.PathLike,
-                      onnxsim: str = "auto") -> Path:
-    """One TFLite model of the same graph as a bundle (backbone + every head as outputs),
-    calibrated on the model input: the baseline the per-stage harness is measured against."""
-    precision = TARGETS[target]
-    if precision == "onnx":
-        raise EecompileError("the monolithic baseline is a TFLite model", hint="use a tflite-* target")
-    from eecompile.export.tflite import convert_stage
-
-    x = check_inputs(calib, model.input_shapes[0], "calibration data", min_samples=4)
-    module = _AllExits(model).eval()
-    example = (torch.from_numpy(x[:1]),)
-    work = Path(tempfile.mkdtemp(prefix="eecompile-mono-"))
-    try:
-        names = _names("logits", model.n_stages)
-        onnx_path = work / "mono.onnx"
-        export_onnx(module, example, ["input_0"], names, onnx_path, dynamic_batch=False, stage_idx=-1,
-                    output_shapes=[[1, model.n_classes]] * model.n_stages)
-        torch_out = [(n, "logits", [1, model.n_classes]) for n in names]
-        g = convert_stage(onnx_path, work, precision, -1, [("input_0", "input", list(example[0].shape))], torch_out,
-                          [x], [x[:4]], onnxsim)
-        out = Path(out_file)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(g.data)
-        return out
-    finally:
-        shutil.rmtree(work, ignore_errors=True)

@@ -21,6 +21,7 @@ import numpy as np
 
 from eecompile.bundle.manifest import QuantParams, TensorSpec
 from eecompile.errors import ExportError, UnsupportedOpError
+from eecompile.export.interrupts import checkpoint
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -86,14 +87,17 @@ def _onnx2tf(onnx_path: Path, out_dir: Path, use_onnxsim: bool, stage_idx: int, 
                                     not_use_onnxsim=not use_onnxsim, output_signaturedefs=True,
                                     copy_onnx_input_output_names_to_tflite=True, non_verbose=True)
     except SystemExit as exc:  # onnx2tf exits the process on conversion errors
+        checkpoint()  # an interrupt it turned into an error is an interrupt
         tail = sink.getvalue().strip().splitlines()[-3:]
         raise ExportError(f"stage {stage_idx}: onnx2tf failed: {' | '.join(tail)}",
                           hint="try --onnxsim on, or simplify the stage's ops") from exc
     except Exception as exc:  # onnx2tf raises arbitrary errors from its op converters
+        checkpoint()
         raise ExportError(f"stage {stage_idx}: onnx2tf failed: {type(exc).__name__}: {exc}",
                           hint="try --onnxsim on, or simplify the stage's ops") from exc
     finally:
         impl.download_test_image_data = original
+    checkpoint()  # a Ctrl-C the converter swallowed (see export/interrupts.py)
     if model is None or not (out_dir / "saved_model.pb").exists():
         raise ExportError(f"stage {stage_idx}: onnx2tf wrote no SavedModel", hint="try --onnxsim on")
     return model
@@ -140,8 +144,11 @@ def _convert(saved_model: Path, precision: str, representative: list[dict[str, n
     sink = io.StringIO()
     try:
         with redirect_stdout(sink), redirect_stderr(sink):
-            return conv.convert()
+            data = conv.convert()
+        checkpoint()  # a Ctrl-C the converter swallowed (see export/interrupts.py)
+        return data
     except Exception as exc:  # TF raises ConverterError and friends; classify by message
+        checkpoint()
         msg = str(exc)
         if "Select TF" in msg or "not supported" in msg or "Flex" in msg or "quantiz" in msg.lower():
             first = next((ln for ln in msg.splitlines() if "op" in ln.lower()), msg.splitlines()[0])

@@ -14,9 +14,10 @@ import torch
 
 from eecompile.bundle.io import Bundle
 from eecompile.data.datasets import Dataset, check_inputs
-from eecompile.errors import CheckFailure, ToleranceError
+from eecompile.errors import CheckFailure, DataError, ModelLoadError, ToleranceError
 from eecompile.model.contract import EarlyExitModel
-from eecompile.runtime.policies import simulate
+from eecompile.bundle.graphs import StageExecutor, run_all_exits
+from eecompile.core.policies import policy_of_exits, simulate
 
 
 @dataclass
@@ -88,18 +89,42 @@ def torch_exit_logits(model: EarlyExitModel, x: np.ndarray, batch_size: int = 25
     return [np.concatenate(o) for o in outs]
 
 
-def validate_bundle(bundle: Bundle, model: EarlyExitModel, data: Dataset, tolerances: Tolerances | None = None,
-                    backend: str | None = None, quiet: bool = True) -> ValidationReport:
-    """Run every exit of the exported bundle and of ``model`` on ``data``; compare."""
-    from eecompile.runtime.runner import Runtime
+MIN_VALIDATION_SAMPLES = 100  # below this, one sample moves an accuracy check by more than a point
 
+
+def check_model_matches(bundle: Bundle, model: EarlyExitModel) -> None:
+    """Refuse a reference model that is not the one the bundle was exported from (exits,
+    classes, input and state shapes), before anything is trained or run."""
     m = bundle.manifest
+    want = {"exits": m.n_exits, "classes": m.exits[-1].n_classes,
+            "input": tuple(m.input[0].torch_shape[1:]),
+            "states": [[tuple(t.torch_shape[1:]) for t in s.graphs[0].outputs if t.role == "state"]
+                       for s in m.stages[:-1]]}
+    have = {"exits": model.n_stages, "classes": model.n_classes, "input": tuple(model.input_shapes[0]),
+            "states": [[tuple(s) for s in shapes] for shapes in model.state_shapes[:-1]]}
+    diff = [f"{k}: bundle {want[k]}, model {have[k]}" for k in want if want[k] != have[k]]
+    if diff:
+        raise ModelLoadError(f"model {model.name!r} is not the model of bundle {m.name!r} ({'; '.join(diff[:2])})",
+                             hint=f"pass --model with the model the bundle was exported from "
+                                  f"(recorded source: {m.model_source or 'none'})")
+
+
+def validate_bundle(bundle: Bundle, model: EarlyExitModel, data: Dataset, tolerances: Tolerances | None = None,
+                    backend: str | None = None, quiet: bool = True,
+                    data_hint: str = "give at least 100 held-out samples") -> ValidationReport:
+    """Run every exit of the exported bundle and of ``model`` on ``data``; compare."""
+    m = bundle.manifest
+    check_model_matches(bundle, model)
     tol = tolerances or Tolerances.for_target(m.target)
     x = check_inputs(data.x, model.input_shapes[0], "validation data")
-    rt = Runtime(bundle, backend=backend)
-    got = rt.run(x, keep_logits=True, no_early_exit=True).exit_logits
+    if len(x) < MIN_VALIDATION_SAMPLES:
+        raise DataError(f"validation data has {len(x)} samples; the checks need at least {MIN_VALIDATION_SAMPLES} "
+                        "(below that one sample moves an accuracy check by more than a point)", hint=data_hint)
+    if data.y is not None and len(data.y) != len(x):
+        raise DataError(f"validation data has {len(x)} inputs but {len(data.y)} labels", hint="give one label per input")
+    got = run_all_exits(StageExecutor(bundle, backend), x)
     ref = torch_exit_logits(model, x)
-    policy = rt.default_policy()
+    policy = policy_of_exits(m.exits)
     exit_ref, _, fires_ref = simulate(policy, ref)
     exit_got, _, fires_got = simulate(policy, got)
     report = ValidationReport(target=m.target, n_samples=len(x), policy=policy.name, thresholds=policy.thresholds,

@@ -1,7 +1,9 @@
 """The multi-exit model contract, the built-in zoo, training and model loading."""
 
-from eecompile.model.contract import EarlyExitModel, split_sequential
-from eecompile.model.loading import load_model, load_zoo
-from eecompile.model.zoo import ZOO
+from eecompile.util import lazy_exports as _lazy_exports
 
-__all__ = ["EarlyExitModel", "split_sequential", "load_model", "load_zoo", "ZOO"]
+_EXPORTS = {"EarlyExitModel": "eecompile.model.contract", "split_sequential": "eecompile.model.contract",
+            "load_model": "eecompile.model.loading", "load_zoo": "eecompile.model.loading",
+            "ZOO": "eecompile.model.zoo"}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS)

@@ -1,8 +1,8 @@
 """Turn a model spec into an ``EarlyExitModel``: a zoo name, or ``path/to/file.py:function``.
 
-Zoo models are trained on first use and their weights cached under
-``$EECOMPILE_CACHE`` (default ``~/.cache/eecompile``), keyed by a hash of the
-architecture, dataset and recipe, so a changed recipe never loads stale weights.
+Zoo models are trained on first use and their weights cached (see ``eecompile.model.zoo``).
+``expect`` lets a caller check the architecture (exits, shapes) *before* weights are
+trained or loaded: a wrong ``--model`` fails in a second, not after minutes of training.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -19,37 +19,22 @@ import torch
 
 from eecompile.errors import ContractError, ModelLoadError
 from eecompile.model.contract import EarlyExitModel
-from eecompile.model.zoo import ZOO, ZooEntry
+from eecompile.model.zoo import ZOO, zoo_weights_path
 from eecompile.util import atomic_write_bytes, atomic_write_text
 
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("EECOMPILE_CACHE", Path.home() / ".cache" / "eecompile"))
+Expect = Callable[[EarlyExitModel], None]
 
 
-def _weights_key(entry: ZooEntry) -> str:
-    """Changes whenever the architecture code, its arguments, the data or the recipe change."""
-    import inspect
-
-    arch_src = hashlib.sha256(inspect.getsource(inspect.getmodule(entry.build)).encode()).hexdigest()
-    blob = json.dumps({"name": entry.name, "arch": entry.build.__name__, "arch_src": arch_src, "kwargs": entry.kwargs,
-                       "dataset": entry.dataset, "recipe": asdict(entry.recipe),
-                       "torch": torch.__version__.split("+")[0]}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def zoo_weights_path(name: str) -> Path:
-    entry = ZOO[name]
-    return cache_dir() / "weights" / f"{name}-{_weights_key(entry)}.pt"
-
-
-def load_zoo(name: str, train_if_missing: bool = True, quiet: bool = False) -> EarlyExitModel:
+def load_zoo(name: str, train_if_missing: bool = True, quiet: bool = False,
+             expect: Expect | None = None) -> EarlyExitModel:
     """Build a zoo model with trained weights (trained and cached on first use)."""
     if name not in ZOO:
         raise ModelLoadError(f"no zoo model named {name!r}",
                              hint=f"use one of {', '.join(sorted(ZOO))}, or path/to/file.py:function")
     entry = ZOO[name]
     model = entry.make()
+    if expect is not None:
+        expect(model)
     path = zoo_weights_path(name)
     if path.exists():
         try:
@@ -81,18 +66,40 @@ def _state_bytes(model: torch.nn.Module) -> bytes:
     return b.getvalue()
 
 
-def load_factory(spec: str) -> EarlyExitModel:
-    """Import ``path/to/file.py:function`` and call the factory (it loads its own weights)."""
+def split_factory_spec(spec: str) -> tuple[Path, str]:
+    """``path/to/file.py:function`` -> (path, function), or a ModelLoadError saying what is wrong."""
     file_part, _, func_name = spec.rpartition(":")
     path = Path(file_part)
     if not file_part or not func_name:
         raise ModelLoadError(f"model spec {spec!r} is neither a zoo name nor FILE.py:FUNCTION",
                              hint=f"zoo names: {', '.join(sorted(ZOO))}")
+    if path.suffix != ".py":
+        raise ModelLoadError(f"model file {path} is not a Python file (.py)",
+                             hint="write the model spec as path/to/file.py:function")
     if not path.is_file():
-        raise ModelLoadError(f"model file {path} does not exist", hint="check the path before ':'")
+        raise ModelLoadError(f"model file {path} does not exist (looked in {Path.cwd()})",
+                             hint="check the path before ':'; a bundle records the absolute path it was exported from")
+    return path, func_name
+
+
+def canonical_source(spec: str) -> str:
+    """What a bundle records as its model source: a zoo name as is, a factory with its
+    absolute path, so ``eecompile validate`` works from any directory."""
+    if spec in ZOO:
+        return spec
+    _check_spec_form(spec)
+    path, func = split_factory_spec(spec)
+    return f"{path.resolve()}:{func}"
+
+
+def load_factory(spec: str, expect: Expect | None = None) -> EarlyExitModel:
+    """Import ``path/to/file.py:function`` and call the factory (it loads its own weights)."""
+    path, func_name = split_factory_spec(spec)
     mod_name = f"eecompile_user_{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]}"
     module_spec = importlib.util.spec_from_file_location(mod_name, path)
-    assert module_spec is not None and module_spec.loader is not None
+    if module_spec is None or module_spec.loader is None:
+        raise ModelLoadError(f"{path} cannot be imported as a Python module",
+                             hint="write the model spec as path/to/file.py:function")
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[mod_name] = module
     try:
@@ -114,15 +121,22 @@ def load_factory(spec: str) -> EarlyExitModel:
     if not isinstance(model, EarlyExitModel):
         raise ModelLoadError(f"{spec} returned {type(model).__name__}, not an EarlyExitModel",
                              hint="return eecompile.EarlyExitModel(segments=..., heads=..., input_shape=...)")
+    if expect is not None:
+        expect(model)
     model.eval()
     return model
 
 
-def load_model(spec: str, quiet: bool = False) -> EarlyExitModel:
-    """A zoo name or ``FILE.py:FUNCTION``."""
+def load_model(spec: str, quiet: bool = False, expect: Expect | None = None) -> EarlyExitModel:
+    """A zoo name or ``FILE.py:FUNCTION``. ``expect(model)`` runs on the architecture before
+    any weights are trained (zoo) or the model is used."""
     if spec in ZOO:
-        return load_zoo(spec, quiet=quiet)
+        return load_zoo(spec, quiet=quiet, expect=expect)
+    _check_spec_form(spec)
+    return load_factory(spec, expect=expect)
+
+
+def _check_spec_form(spec: str) -> None:
     if ":" not in spec:
         raise ModelLoadError(f"{spec!r} is not a zoo model", hint=f"use one of {', '.join(sorted(ZOO))}, "
                                                                   "or path/to/file.py:function")
-    return load_factory(spec)

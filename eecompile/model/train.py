@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from eecompile.data.datasets import Dataset
+from eecompile.errors import DataError, TrainingError
 from eecompile.model.contract import EarlyExitModel
 from eecompile.model.zoo import Recipe
 
@@ -49,12 +50,15 @@ def _run_epochs(model: EarlyExitModel, data: Dataset, recipe: Recipe, params, lo
 def train(model: EarlyExitModel, data: Dataset, recipe: Recipe, seed: int = 0, quiet: bool = False) -> None:
     """Train ``model`` in place on ``data`` (labels required) following ``recipe``."""
     if data.y is None:
-        raise ValueError("training needs labels")
+        raise DataError(f"{data.name} has no labels; training needs them", hint="give a .npz with x and y, or NAME:train")
+    if len(data) == 0:
+        raise DataError(f"{data.name} is empty", hint="give at least one batch of labelled samples")
     torch.manual_seed(seed)
     n_exits = model.n_stages
     weights = recipe.exit_weights or (1.0,) * n_exits
     if len(weights) != n_exits:
-        raise ValueError(f"recipe has {len(weights)} exit weights for {n_exits} exits")
+        raise TrainingError(f"recipe has {len(weights)} exit weights for {n_exits} exits",
+                            hint="give one weight per exit, or () for equal weights")
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[loss]}"), TimeElapsedColumn()]
     with Progress(*columns, disable=quiet, transient=False) as progress:
@@ -85,7 +89,7 @@ def train(model: EarlyExitModel, data: Dataset, recipe: Recipe, seed: int = 0, q
             for p in backbone:
                 p.requires_grad_(True)
         else:
-            raise ValueError(f"unknown training mode {recipe.mode!r}")
+            raise TrainingError(f"unknown training mode {recipe.mode!r}", hint="use 'joint' or 'two-stage'")
     model.eval()
 
 

@@ -1,90 +1,29 @@
-"""Built-in multi-exit architectures. ``ZOO`` maps a name to an architecture + dataset + recipe.
+"""The zoo: built-in model names -> architecture + dataset + training recipe.
 
-``dsnet``: a MobileNet-style CNN of depthwise-separable blocks with an exit after every
-stage (SDN-style heads: 1x1 conv, global average pool, linear). ``resnet``: a small
-residual CNN with a different layout (residual adds, strided 3x3 convs), so that tools
-are checked on more than one architecture.
+Importing this module is cheap (no torch): ``eecompile zoo`` lists the entries and whether
+their weights are cached without loading PyTorch. Architectures are named by
+``"module:function"`` and imported only when a model is built.
+
+Weights are cached under ``$EECOMPILE_CACHE/weights`` (default ``~/.cache/eecompile``),
+keyed by a hash of the architecture source, its arguments, the dataset, the recipe and the
+torch version, so a changed recipe never loads stale weights.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+import hashlib
+import importlib
+import importlib.util
+import json
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
+from eecompile.util import cache_dir
 
-from eecompile.model.contract import EarlyExitModel
-
-
-def _conv_bn(c_in: int, c_out: int, k: int, stride: int = 1, groups: int = 1) -> list[nn.Module]:
-    return [nn.Conv2d(c_in, c_out, k, stride, k // 2, groups=groups, bias=False),
-            nn.BatchNorm2d(c_out), nn.ReLU6()]
-
-
-def ds_block(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
-    """Depthwise 3x3 + pointwise 1x1, each with BatchNorm and ReLU6 (MobileNet v1 block)."""
-    return nn.Sequential(*_conv_bn(c_in, c_in, 3, stride, groups=c_in), *_conv_bn(c_in, c_out, 1))
-
-
-def exit_head(c_in: int, n_classes: int, hidden: int, size: int) -> nn.Sequential:
-    """SDN-style exit that keeps some spatial layout: average-pool the ``size x size`` map
-    to about 4x4 (pooling first keeps the 1x1 conv cheap), 1x1 conv, flatten, linear."""
-    pool = max(1, size // 4)
-    out = size // pool
-    return nn.Sequential(nn.AvgPool2d(pool), *_conv_bn(c_in, hidden, 1), nn.Flatten(),
-                         nn.Linear(hidden * out * out, n_classes))
-
-
-def dsnet(input_shape: Sequence[int] = (1, 28, 28), widths: Sequence[int] = (32, 64, 128, 128),
-          n_classes: int = 10, class_names: Sequence[str] | None = None, name: str = "dsnet") -> EarlyExitModel:
-    """Depthwise-separable CNN, one stage per width; stages 1 and 2 halve the resolution."""
-    c_img = input_shape[0]
-    segments: list[nn.Module] = []
-    heads: list[nn.Module] = []
-    c_prev = c_img
-    size = input_shape[1]
-    for k, c in enumerate(widths):
-        if k == 0:
-            layers = [*_conv_bn(c_img, c, 3), ds_block(c, c)]
-        else:
-            stride = 2 if k in (1, 2) and input_shape[1] >= 16 else 1
-            size //= stride
-            layers = [ds_block(c_prev, c, stride), ds_block(c, c)]
-        segments.append(nn.Sequential(*layers))
-        heads.append(exit_head(c, n_classes, hidden=max(32, c), size=size))
-        c_prev = c
-    return EarlyExitModel(segments, heads, tuple(input_shape), class_names, name=name)
-
-
-class ResBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
-        super().__init__()
-        self.body = nn.Sequential(*_conv_bn(c_in, c_out, 3, stride), nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False),
-                                  nn.BatchNorm2d(c_out))
-        self.skip = (nn.Identity() if stride == 1 and c_in == c_out
-                     else nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)))
-        self.act = nn.ReLU()
-
-    def forward(self, x):
-        return self.act(self.body(x) + self.skip(x))
-
-
-def resnet(input_shape: Sequence[int] = (1, 28, 28), widths: Sequence[int] = (16, 32, 64),
-           n_classes: int = 10, class_names: Sequence[str] | None = None, name: str = "resnet") -> EarlyExitModel:
-    """Small residual CNN, one residual block per stage; SDN-style early exits, a pooled linear final exit."""
-    segments: list[nn.Module] = []
-    heads: list[nn.Module] = []
-    c_prev = input_shape[0]
-    size = input_shape[1]
-    for k, c in enumerate(widths):
-        stride = 2 if k > 0 and input_shape[1] >= 16 else 1
-        size //= stride
-        segments.append(ResBlock(c_prev, c, stride))
-        last = k == len(widths) - 1
-        heads.append(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, n_classes)) if last
-                     else exit_head(c, n_classes, hidden=32, size=size))
-        c_prev = c
-    return EarlyExitModel(segments, heads, tuple(input_shape), class_names, name=name)
+if TYPE_CHECKING:
+    from eecompile.model.contract import EarlyExitModel
 
 
 @dataclass(frozen=True)
@@ -102,37 +41,67 @@ class Recipe:
 @dataclass(frozen=True)
 class ZooEntry:
     name: str
-    build: Callable[..., EarlyExitModel]
+    build: str  # "module:function" returning an EarlyExitModel
     dataset: str
     recipe: Recipe
-    kwargs: dict = field(default_factory=dict)
+    kwargs: dict[str, Any] = field(default_factory=dict)
     description: str = ""
 
-    def make(self) -> EarlyExitModel:
+    @property
+    def build_module(self) -> str:
+        return self.build.partition(":")[0]
+
+    def make(self) -> "EarlyExitModel":
+        """The architecture with fresh (untrained) weights."""
         from eecompile.data.datasets import FASHION_CLASSES
 
+        module, _, func = self.build.partition(":")
         names = FASHION_CLASSES if self.dataset == "fashion-mnist" else [str(i) for i in range(10)]
-        return self.build(class_names=names, name=self.name, **self.kwargs)
+        return getattr(importlib.import_module(module), func)(class_names=names, name=self.name, **self.kwargs)
 
 
+_ARCHS = "eecompile.model.archs"
 ZOO: dict[str, ZooEntry] = {
     e.name: e
     for e in [
-        ZooEntry("dsnet-fmnist", dsnet, "fashion-mnist",
+        ZooEntry("dsnet-fmnist", f"{_ARCHS}:dsnet", "fashion-mnist",
                  Recipe(mode="joint", epochs=3, exit_weights=(0.6, 0.7, 0.85, 1.0)),
                  dict(input_shape=(1, 28, 28), widths=(24, 48, 96, 96)),
                  "depthwise-separable CNN, 4 exits, 28x28 Fashion-MNIST (the demo model)"),
-        ZooEntry("dsnet-digits", dsnet, "digits",
+        ZooEntry("dsnet-digits", f"{_ARCHS}:dsnet", "digits",
                  Recipe(mode="joint", epochs=30, lr=5e-3, batch_size=64),
                  dict(input_shape=(1, 8, 8), widths=(16, 32, 32)),
                  "depthwise-separable CNN, 3 exits, 8x8 sklearn digits (fast, for tests)"),
-        ZooEntry("resnet-digits", resnet, "digits",
+        ZooEntry("resnet-digits", f"{_ARCHS}:resnet", "digits",
                  Recipe(mode="two-stage", epochs=30, lr=5e-3, batch_size=64),
                  dict(input_shape=(1, 8, 8), widths=(16, 24, 32)),
                  "residual CNN, 3 exits, 8x8 sklearn digits, two-stage training with distillation"),
-        ZooEntry("resnet-fmnist", resnet, "fashion-mnist",
+        ZooEntry("resnet-fmnist", f"{_ARCHS}:resnet", "fashion-mnist",
                  Recipe(mode="two-stage", epochs=4),
                  dict(input_shape=(1, 28, 28), widths=(16, 32, 64)),
                  "residual CNN, 3 exits, 28x28 Fashion-MNIST, two-stage training with distillation"),
     ]
 }
+
+
+def _module_source_sha256(module: str) -> str:
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        return "unknown"
+    return hashlib.sha256(Path(spec.origin).read_bytes()).hexdigest()
+
+
+def weights_key(entry: ZooEntry) -> str:
+    """Changes whenever the architecture code, its arguments, the data or the recipe change."""
+    try:
+        torch_version = metadata.version("torch").split("+")[0]
+    except metadata.PackageNotFoundError:
+        torch_version = "none"
+    blob = json.dumps({"name": entry.name, "arch": entry.build, "arch_src": _module_source_sha256(entry.build_module),
+                       "kwargs": entry.kwargs, "dataset": entry.dataset, "recipe": asdict(entry.recipe),
+                       "torch": torch_version}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def zoo_weights_path(name: str) -> Path:
+    return cache_dir() / "weights" / f"{name}-{weights_key(ZOO[name])}.pt"

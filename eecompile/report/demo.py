@@ -12,12 +12,13 @@ from pathlib import Path
 import numpy as np
 
 from eecompile.bundle.io import Bundle
+from eecompile.errors import DataError, ModelLoadError, OutputPathError, PolicyError
 from eecompile.data.datasets import load_data
 from eecompile.export.pipeline import ExportOptions, export
 from eecompile.export.validate import torch_exit_logits, validate_bundle
 from eecompile.model.loading import load_zoo
 from eecompile.model.zoo import ZOO
-from eecompile.runtime.policies import make_policy, simulate
+from eecompile.core.policies import make_policy, simulate
 from eecompile.runtime.runner import Runtime
 from eecompile.util import atomic_write_text
 
@@ -85,10 +86,34 @@ def _concat(parts):
     return out
 
 
+DEMO_FILES = ("report.json", "tradeoff.png", "bundle")
+
+
+def check_demo_dir(out_dir: str | Path) -> Path:
+    """The demo writes report.json, tradeoff.png and bundle/ into ``out_dir``: refuse a path
+    that is a file, or a non-empty directory that holds anything else."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise OutputPathError(f"{out} exists and is not a directory", hint="pass --out with a directory")
+    if out.is_dir():
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in DEMO_FILES and not p.name.startswith("."))
+        if foreign:
+            raise OutputPathError(f"{out} holds files that are not the demo's ({', '.join(foreign[:3])})",
+                                  hint="pass --out with an empty or new directory, or a previous demo's")
+    return out
+
+
 def run_demo(model_name: str = "dsnet-fmnist", out_dir: str | Path = "demo-out", n_test: int | None = None,
              latency_budget: float = 0.6, quiet: bool = False) -> dict:
     """Run the whole demo; returns the report dict (also written to ``out_dir/report.json``)."""
-    out = Path(out_dir)
+    if model_name not in ZOO:
+        raise ModelLoadError(f"no zoo model named {model_name!r}", hint=f"use one of {', '.join(sorted(ZOO))}")
+    if n_test is not None and n_test < 1:
+        raise DataError(f"--n-test {n_test}: need at least one test sample", hint="pass --n-test 1000, or omit it")
+    if not 0.0 < latency_budget <= 1.0:
+        raise PolicyError(f"latency budget {latency_budget} is not a fraction of the full network's latency in (0, 1]",
+                          hint="pass e.g. --latency-budget 0.6")
+    out = check_demo_dir(out_dir)
     entry = ZOO[model_name]
     ds = entry.dataset
     t0 = time.perf_counter()

@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from eecompile.bundle.graphs import StageExecutor
 from eecompile.bundle.io import Bundle, load_bundle
-from eecompile.bundle.manifest import GraphSpec, TensorSpec
-from eecompile.errors import BundleError, EecompileError, InputError
-from eecompile.runtime.backends import GraphRunner, default_backend, open_graph, run_timed
-from eecompile.runtime.policies import ExitPolicy, PolicyState, make_policy, softmax
-from eecompile.runtime.quant import dequantize, requantize, to_graph_input
+from eecompile.bundle.manifest import TensorSpec
+from eecompile.core.checks import check_batch
+from eecompile.core.policies import ExitPolicy, PolicyState, check_policy_name, make_policy, policy_of_exits, softmax
+from eecompile.core.quant import dequantize, to_graph_input
+from eecompile.errors import BundleError, InputError, PolicyError
 
 
 @dataclass
@@ -54,11 +55,8 @@ class Runtime:
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         m = self.bundle.manifest
         self.manifest = m
-        self.backend = backend or default_backend(m.target)
-        self.runners: list[list[GraphRunner]] = [
-            [open_graph(self.bundle.path_of(g), g, self.backend, n_threads) for g in stage.graphs]
-            for stage in m.stages
-        ]
+        self.executor = StageExecutor(self.bundle, backend, n_threads)
+        self.backend = self.executor.backend
         self.input_specs: list[TensorSpec] = m.input
         self.class_names = m.exits[-1].class_names
 
@@ -67,29 +65,10 @@ class Runtime:
         return self.manifest.n_exits
 
     def default_policy(self) -> ExitPolicy:
-        names = {e.policy for e in self.manifest.exits}
-        if len(names) != 1:
-            raise BundleError(f"exits use different policies {sorted(names)}", hint="set one policy for all exits")
-        return make_policy(names.pop(), [e.threshold for e in self.manifest.exits], self.n_exits)
+        return policy_of_exits(self.manifest.exits)
 
     def check_input(self, x: np.ndarray) -> np.ndarray:
-        spec = self.input_specs[0]
-        shape = tuple(spec.torch_shape[1:])
-        if not isinstance(x, np.ndarray):
-            raise InputError(f"input is a {type(x).__name__}, expected a numpy array", hint="pass np.ndarray")
-        if tuple(x.shape) == shape:
-            x = x[None]
-        if tuple(x.shape[1:]) != shape:
-            raise InputError(f"input shape {tuple(x.shape)} does not match the bundle's (N, {', '.join(map(str, shape))})",
-                             hint="inputs use the PyTorch model's layout (NCHW for images)")
-        if x.dtype not in (np.float32, np.float64):
-            raise InputError(f"input dtype {x.dtype}, expected float32",
-                             hint="scale images to float32 in the range the model was trained on")
-        if x.shape[0] == 0:
-            raise InputError("input batch is empty", hint="pass at least one sample")
-        if not np.isfinite(x).all():
-            raise InputError("input contains NaN or inf", hint="clean the input before running it")
-        return x.astype(np.float32, copy=False)
+        return check_batch(x, tuple(self.input_specs[0].torch_shape[1:]), "input", error=InputError)
 
     def run(self, x: np.ndarray, policy: ExitPolicy | str | None = None, thresholds: list[float] | float | None = None,
             max_exit: int | None = None, keep_logits: bool = False, no_early_exit: bool = False) -> RunResult:
@@ -99,8 +78,8 @@ class Runtime:
         pol = self._policy(policy, thresholds)
         last = self.n_exits - 1
         if max_exit is not None:
-            if not (0 <= max_exit <= last):
-                raise EecompileError(f"max_exit {max_exit} out of range", hint=f"use 0..{last}")
+            if isinstance(max_exit, bool) or not isinstance(max_exit, (int, np.integer)) or not 0 <= max_exit <= last:
+                raise PolicyError(f"max_exit {max_exit} out of range", hint=f"use 0..{last}")
             last = max_exit
         n = x.shape[0]
         n_classes = self.manifest.exits[-1].n_classes
@@ -112,9 +91,9 @@ class Runtime:
         state = [to_graph_input(x, spec) for spec in self.input_specs]
         pstate = PolicyState.new(n)
         for k in range(last + 1):
-            state, logits_q, times = self._run_stage(k, state)
+            state, logits_q, times = self.executor.run_stage(k, state)
             res.stage_time_us[active, k] = times
-            logits = dequantize(logits_q, self._logits_spec(k).quant)
+            logits = dequantize(logits_q, self.executor.logits_specs[k].quant)
             if keep_logits:
                 res.exit_logits[k][active] = logits
             fire = pol.decide(k, logits, pstate)
@@ -140,58 +119,8 @@ class Runtime:
             return policy
         if policy is None and thresholds is None:
             return self.default_policy()
-        name = policy or self.manifest.exits[0].policy
-        if thresholds is None:
-            thresholds = [e.threshold for e in self.manifest.exits] if name == self.manifest.exits[0].policy else None
-        if thresholds is None:
-            from eecompile.runtime.policies import DEFAULT_THRESHOLDS
-
-            thresholds = DEFAULT_THRESHOLDS[name]
+        name = check_policy_name(policy or self.manifest.exits[0].policy)
+        if thresholds is None and name == self.manifest.exits[0].policy:
+            thresholds = [e.threshold for e in self.manifest.exits]
         return make_policy(name, thresholds, self.n_exits)
 
-    def _logits_spec(self, stage_idx: int) -> TensorSpec:
-        for g in self.manifest.stages[stage_idx].graphs:
-            for t in g.outputs:
-                if t.role == "logits":
-                    return t
-        raise BundleError(f"stage {stage_idx} has no logits output", hint="re-export the bundle")
-
-    def _run_stage(self, k: int, state: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-        """Run stage ``k`` for every remaining sample. Returns (next state, int/float logits, time per sample)."""
-        stage = self.manifest.stages[k]
-        runners = self.runners[k]
-        n = state[0].shape[0]
-        if all(not r.fixed_batch for r in runners):
-            (new_state, logits), t_us = self._run_graphs(stage.graphs, runners, state)
-            return new_state, logits, np.full(n, t_us / max(n, 1))
-        outs_state: list[list[np.ndarray]] = []
-        outs_logits = []
-        times = np.zeros(n)
-        for i in range(n):
-            (s, lg), times[i] = self._run_graphs(stage.graphs, runners, [a[i : i + 1] for a in state])
-            outs_state.append(s)
-            outs_logits.append(lg)
-        new_state = [np.concatenate([s[j] for s in outs_state]) for j in range(len(outs_state[0]))]
-        return new_state, np.concatenate(outs_logits), times
-
-    def _run_graphs(self, graphs: list[GraphSpec], runners: list[GraphRunner], state: list[np.ndarray]):
-        t_total = 0.0
-        new_state: list[np.ndarray] = []
-        logits = None
-        for g, r in zip(graphs, runners):
-            src = state if g.kind != "head" else new_state
-            inputs = [_maybe_requant(a, spec) for a, spec in zip(src, g.inputs)]
-            outs, t_us = run_timed(r, inputs)
-            t_total += t_us
-            for spec, arr in zip(g.outputs, outs):
-                if spec.role == "logits":
-                    logits = arr
-                else:
-                    new_state.append(arr)
-        return (new_state, logits), t_total
-
-
-def _maybe_requant(arr: np.ndarray, spec: TensorSpec) -> np.ndarray:
-    if spec.requant_from is None or spec.quant is None:
-        return arr
-    return requantize(arr, spec.requant_from, spec.quant, spec.dtype)

@@ -25,7 +25,7 @@
 extern "C" {
 #endif
 
-#define EE_ABI_VERSION 2         /* bumped when ee_bundle_desc or this API changes */
+#define EE_ABI_VERSION 3         /* bumped when ee_bundle_desc or this API changes (the generator reads it here) */
 #define EE_MAX_STAGES 16
 #define EE_MAX_GRAPH_IO 8
 #define EE_MAX_RANK 8
@@ -36,9 +36,10 @@ typedef enum {
     EE_ERR_INVALID_ARG = -1, /* NULL argument, size mismatch, value out of range */
     EE_ERR_IO = -2,          /* a stage file is missing or unreadable */
     EE_ERR_BACKEND = -3,     /* LiteRT failed to load or run a model */
-    EE_ERR_VERSION = -4,     /* libLiteRt.so is missing, or not the pinned version, or desc ABI differs */
+    EE_ERR_VERSION = -4,     /* libLiteRt.so is not the pinned version, or the description's ABI differs */
     EE_ERR_NO_MEMORY = -5,
-    EE_ERR_MODEL = -6        /* a stage model does not match the bundle description (corrupt/other bundle) */
+    EE_ERR_MODEL = -6,       /* a stage model does not match the bundle description (corrupt/other bundle) */
+    EE_ERR_NOT_FOUND = -7    /* libLiteRt.so is missing or cannot be loaded (path, architecture, dependencies) */
 } ee_status;
 
 /* A short static description of a status ("invalid argument", ...). Never NULL. */
@@ -151,9 +152,9 @@ typedef struct {
     int32_t n_classes;
     int32_t n_stages_run;
     const void *exit_logits[EE_MAX_STAGES]; /* raw logits per exit (int8 or float), NULL if not run */
-    int64_t t_stage_us[EE_MAX_STAGES];      /* wall time per stage (requant, models, logits read-out), us */
-    int64_t t_decision_ns[EE_MAX_STAGES];   /* exit decision (policy on the logits) per exit, nanoseconds */
-    int64_t t_total_us;
+    int64_t t_stage_ns[EE_MAX_STAGES];      /* wall time per stage (requant, models, logits read-out), ns */
+    int64_t t_decision_ns[EE_MAX_STAGES];   /* exit decision (policy on the logits) per exit, ns */
+    int64_t t_total_ns;                     /* the whole run, from input copy to decision, ns */
 } ee_result;
 
 /* Size in bytes of the raw input expected by ee_session_run_raw (the first stage's input). */

@@ -52,7 +52,8 @@ int main(int argc, char **argv) {
     /* missing libLiteRt.so, a library that is not LiteRT */
     ee_session_params q = p;
     q.litert_path = "/nonexistent/libLiteRt.so";
-    CHECK(ee_session_create(&EE_BUNDLE, &q, &s) == EE_ERR_VERSION && s == NULL);
+    CHECK(ee_session_create(&EE_BUNDLE, &q, &s) == EE_ERR_NOT_FOUND && s == NULL);
+    CHECK(strcmp(ee_status_str(EE_ERR_NOT_FOUND), "libLiteRt.so not found or not loadable") == 0);
     q.litert_path = "libm.so.6";
     CHECK(ee_session_create(&EE_BUNDLE, &q, &s) == EE_ERR_VERSION && s == NULL);
 
@@ -176,6 +177,19 @@ int main(int argc, char **argv) {
     CHECK(ee_parse_long("4", 0, 3, &v) == -1 && ee_parse_long("1x", 0, 3, &v) == -1);
     CHECK(ee_parse_policy("patience", &pol) == 0 && pol == EE_POLICY_PATIENCE);
     CHECK(ee_parse_policy("vibes", &pol) == -1);
+    CHECK(ee_parse_long("99999999999999999999", 0, 3, &v) == -1);
+    double dv;
+    CHECK(ee_parse_double("2.5", &dv) == 0 && dv == 2.5 && ee_parse_double("1e999", &dv) == -1);
+    char descr[16];
+    long shape[9];
+    int rank = 0;
+    const char *h = "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 8, 8, 1), }";
+    CHECK(ee_npy_parse_header(h, strlen(h), descr, sizeof descr, shape, &rank, 9) == 0 && rank == 4 &&
+          shape[0] == 3 && shape[3] == 1 && strcmp(descr, "<f4") == 0);
+    h = "{'descr': '<f4', 'fortran_order': True, 'shape': (3, 8), }";
+    CHECK(ee_npy_parse_header(h, strlen(h), descr, sizeof descr, shape, &rank, 9) == -1);
+    h = "{'descr': '<f4', 'fortran_order': False, 'shape': (3, -8), }";
+    CHECK(ee_npy_parse_header(h, strlen(h), descr, sizeof descr, shape, &rank, 9) == -1);
 
     free(f);
     free(in);

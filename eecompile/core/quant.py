@@ -1,4 +1,4 @@
-"""Quantization arithmetic shared by the export and the runtimes.
+"""Quantization arithmetic shared by the export, the runtimes and the generated C.
 
 Rounding is half away from zero everywhere (TFLite's ``TfLiteRound`` and C's
 ``roundf``), so the Python runtime and the C harness produce the same int8 values.
@@ -6,9 +6,12 @@ Rounding is half away from zero everywhere (TFLite's ``TfLiteRound`` and C's
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from eecompile.bundle.manifest import QuantParams, TensorSpec
+if TYPE_CHECKING:  # the manifest's types; core stays below the bundle layer
+    from eecompile.bundle.manifest import QuantParams, TensorSpec
 
 _LIMITS = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}
 

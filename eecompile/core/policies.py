@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from eecompile.errors import EecompileError
+from eecompile.core.names import DEFAULT_THRESHOLDS, POLICY_INFO, POLICY_NAMES
+from eecompile.errors import PolicyError
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -38,13 +39,17 @@ class PolicyState:
 
 class ExitPolicy:
     name = ""
-    lo, hi = 0.0, 1.0  # valid threshold range
 
     def __init__(self, thresholds: list[float]) -> None:
+        info = POLICY_INFO[self.name]
+        self.lo, self.hi = info.lo, info.hi
         for t in thresholds:
-            if not (self.lo <= t <= self.hi) or not np.isfinite(t):
-                raise EecompileError(f"threshold {t} out of range for policy {self.name} ([{self.lo}, {self.hi}])",
-                                     hint=f"pass a threshold between {self.lo} and {self.hi}")
+            if not np.isfinite(t) or not (self.lo <= t <= self.hi):
+                raise PolicyError(f"threshold {t} out of range for policy {self.name} ([{self.lo:g}, {self.hi:g}])",
+                                  hint=f"pass a threshold between {self.lo:g} and {self.hi:g}")
+            if info.integer and t != int(t):
+                raise PolicyError(f"{self.name} thresholds must be whole numbers, got {t}",
+                                  hint="pass e.g. --threshold 2")
         self.thresholds = [float(t) for t in thresholds]
 
     def score(self, probs: np.ndarray) -> np.ndarray:
@@ -93,34 +98,45 @@ class Margin(ExitPolicy):
 
 class Patience(ExitPolicy):
     name = "patience"
-    lo, hi = 1.0, 1e6
-
-    def __init__(self, thresholds: list[float]) -> None:
-        super().__init__(thresholds)
-        if any(t != int(t) for t in self.thresholds):
-            raise EecompileError("patience thresholds must be whole numbers", hint="pass e.g. --threshold 2")
 
     def score_with_state(self, probs, state):
         return state.streak.astype(np.float64)
 
 
 POLICIES: dict[str, type[ExitPolicy]] = {p.name: p for p in (MaxProb, Entropy, Margin, Patience)}
-DEFAULT_THRESHOLDS = {"max-prob": 0.9, "entropy": 0.2, "margin": 0.8, "patience": 2.0}
+if tuple(POLICIES) != POLICY_NAMES:  # pragma: no cover - a new name needs its class here
+    raise ImportError(f"policy classes {tuple(POLICIES)} do not match eecompile.core.names {POLICY_NAMES}")
 
 
-def make_policy(name: str, thresholds: list[float] | float, n_exits: int) -> ExitPolicy:
-    """Build a policy with one threshold per exit (a scalar applies to all early exits)."""
+def check_policy_name(name: str) -> str:
     if name not in POLICIES:
-        raise EecompileError(f"unknown exit policy {name!r}", hint=f"use one of {', '.join(POLICIES)}")
+        raise PolicyError(f"unknown exit policy {name!r}", hint=f"use one of {', '.join(POLICIES)}")
+    return name
+
+
+def make_policy(name: str, thresholds: list[float] | float | None, n_exits: int) -> ExitPolicy:
+    """Build a policy with one threshold per exit (a scalar applies to all early exits;
+    None: the policy's default)."""
+    check_policy_name(name)
+    if thresholds is None:
+        thresholds = DEFAULT_THRESHOLDS[name]
     if np.ndim(thresholds) == 0:
         thresholds = [float(thresholds)] * n_exits
     thresholds = list(thresholds)
     if len(thresholds) == n_exits - 1:
-        thresholds.append(POLICIES[name].lo)  # the final exit always fires; its threshold is unused
+        thresholds.append(POLICY_INFO[name].lo)  # the final exit always fires; its threshold is unused
     if len(thresholds) != n_exits:
-        raise EecompileError(f"{len(thresholds)} thresholds for {n_exits} exits",
-                             hint=f"give one threshold, or one per early exit ({n_exits - 1})")
+        raise PolicyError(f"{len(thresholds)} thresholds for {n_exits} exits",
+                          hint=f"give one threshold, or one per early exit ({n_exits - 1})")
     return POLICIES[name](thresholds)
+
+
+def policy_of_exits(exits) -> ExitPolicy:
+    """The policy a bundle's exits record (``exits``: objects with ``policy`` and ``threshold``)."""
+    names = {e.policy for e in exits}
+    if len(names) != 1:
+        raise PolicyError(f"exits use different policies {sorted(names)}", hint="set one policy for all exits")
+    return make_policy(names.pop(), [e.threshold for e in exits], len(exits))
 
 
 def simulate(policy: ExitPolicy, exit_logits: list[np.ndarray], max_exit: int | None = None

@@ -1,0 +1,5 @@
+"""``python -m eecompile``: the command line."""
+
+from eecompile.cli import entry
+
+entry()

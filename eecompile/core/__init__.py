@@ -1,0 +1,1 @@
+"""Primitives below every pipeline stage: shared names, quantization arithmetic, exit policies."""
