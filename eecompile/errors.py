@@ -99,6 +99,10 @@ class TrainingError(EecompileError):
     """A training recipe cannot be applied to the model or data."""
 
 
+class HarnessError(EecompileError):
+    """A bundle cannot become a C harness (its target, dtypes or shapes are not supported)."""
+
+
 class ToolError(EecompileError):
     """An external tool (cmake, a compiler, qemu, adb, ssh) is missing or failed."""
 

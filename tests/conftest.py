@@ -4,11 +4,24 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def require_tools(*tools: str) -> None:
+    """Skip a test whose tools are missing -- except in CI (``CI`` set), where .ci/run installs
+    every tool (scripts/setup.sh) and a missing one is a failure, not a silent skip."""
+    missing = [t for t in tools if shutil.which(t) is None]
+    if not missing:
+        return
+    msg = f"needs {', '.join(missing)} (scripts/setup.sh installs them)"
+    if os.environ.get("CI"):
+        pytest.fail(f"CI: {msg}")
+    pytest.skip(msg)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -73,4 +86,15 @@ def resnet_bundle(digits_data, tmp_path_factory):
 def split_bundle(digits_model, digits_data, tmp_path_factory):
     """Split heads, calibrated without range anchors (boundary grids close, not forced equal)."""
     return _export(digits_model, "tflite-int8", digits_data, tmp_path_factory.mktemp("s") / "split", split_heads=True,
+                   range_anchors=False)
+
+
+@pytest.fixture(scope="session")
+def requant_bundle(digits_data, tmp_path_factory):
+    """Residual CNN with split heads, calibrated without range anchors: its boundaries (the
+    unbounded ReLU states) really need requantization, as the manifest's boundary rows show."""
+    from eecompile.model.loading import load_zoo
+
+    model = load_zoo("resnet-digits", quiet=True)
+    return _export(model, "tflite-int8", digits_data, tmp_path_factory.mktemp("rq") / "requant", split_heads=True,
                    range_anchors=False)

@@ -15,8 +15,10 @@ def test_demo_digits_end_to_end(tmp_path):
     assert len(r["exits"]) == 3 and abs(sum(e["share_exiting"] for e in r["exits"]) - 1) < 1e-9
     for e in r["exits"]:
         assert abs(e["accuracy_float"] - e["accuracy_int8"]) <= 0.02
-    # a real run: early exit is cheaper in MACs than always running the full network
-    assert r["mac_ratio"] < 1.0 and r["early_exit"]["mean_latency_us"] > 0
+    # a real run: early exit is cheaper than always running the full network, in MACs and in
+    # measured time (the two passes are interleaved, so machine drift hits both alike)
+    assert r["mac_ratio"] < 1.0
+    assert r["early_exit"]["mean_latency_us"] < 0.95 * r["final_exit"]["mean_latency_us"]
     # the chosen threshold is stored in the bundle, and validation was redone at it
     from eecompile import load_bundle
 

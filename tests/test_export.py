@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,6 +12,8 @@ from torch import nn
 from eecompile import EarlyExitModel, ExportOptions, Runtime, export, load_bundle
 from eecompile.errors import DataError, OutputPathError, ToleranceError, UnsupportedOpError
 from eecompile.export import Tolerances
+
+from conftest import require_tools
 
 
 def test_int8_bundle_is_full_integer_and_chains_in_nhwc(int8_bundle):
@@ -80,8 +84,11 @@ def test_int8_boundaries_share_one_grid(int8_bundle, split_bundle):
                 row = [r for r in split_bundle.manifest.boundaries if r["tensor"] == t.name
                        and r["boundary"].endswith(f"stage {s.stage_idx}" if g.kind == "segment" else "head")
                        and r["boundary"].startswith(f"stage {s.stage_idx - 1 if g.kind == 'segment' else s.stage_idx}")]
-                if row:
-                    assert (t.requant_from is not None) == row[0]["requantize"]
+                if s.stage_idx == 0 and g.kind == "segment":
+                    assert not row  # the model input: no producer
+                    continue
+                assert row, f"stage {s.stage_idx} {g.kind} input {t.name} has no boundary row"
+                assert (t.requant_from is not None) == row[0]["requantize"]
 
 
 def test_int8_validation_meets_defaults(int8_bundle):
@@ -99,8 +106,13 @@ def test_float_targets(export_digits, tmp_path, target, min_agree):
     # under the 99.9% gate, so fp16 is checked here against 99% with the gate's report kept.
     b = export_digits(target, tmp_path / "b", allow_mismatch=target == "tflite-fp16")
     v = b.manifest.validation
-    assert v["passed"] or target == "tflite-fp16"
-    assert all(f["metric"] in ("top1_agreement", "accuracy_drop_pts", "decision_agreement") for f in v["failures"])
+    if target != "tflite-fp16":
+        assert v["passed"], v["failures"]
+    else:  # passes, or fails by near-tie flips only: at most one sample per agreement metric
+        one = 1.0 / v["n_samples"]
+        for f in v["failures"]:
+            assert f["metric"] in ("top1_agreement", "accuracy_drop_pts", "decision_agreement"), f
+            assert (f["value"] >= 1 - 1.5 * one) if f["metric"] != "accuracy_drop_pts" else f["value"] <= 150 * one
     assert min(e["top1_agreement"] for e in v["exits"]) >= min_agree
     assert min(e["snr_db"] for e in v["exits"]) >= (40 if target == "tflite-fp16" else 100)
     ext = ".onnx" if target == "onnx" else ".tflite"
@@ -187,14 +199,21 @@ def test_unwritable_output(export_digits, tmp_path):
         export_digits("onnx", f / "b")
     ro = tmp_path / "ro"
     ro.mkdir()
-    os.chmod(ro, 0o500)
-    try:
-        if os.access(ro, os.W_OK):
-            pytest.skip("running as a user that ignores permissions")
-        with pytest.raises(OutputPathError, match="not writable"):
-            export_digits("onnx", ro / "b")
-    finally:
-        os.chmod(ro, 0o700)
+    if os.geteuid() != 0:
+        os.chmod(ro, 0o500)
+        try:
+            with pytest.raises(OutputPathError, match="not writable"):
+                export_digits("onnx", ro / "b")
+        finally:
+            os.chmod(ro, 0o700)
+        return
+    # root ignores permissions (CI runs as root): make the directory a read-only mount in a
+    # private mount namespace and check the output directory from a process inside it
+    require_tools("unshare", "mount")
+    code = "import sys; from eecompile.bundle.io import check_output_dir; check_output_dir(sys.argv[1], False)"
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", 'mount --bind -o ro "$1" "$1" && exec "$2" -c "$3" "$1/b"',
+                           "sh", str(ro), sys.executable, code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "OutputPathError" in proc.stderr and "is not writable" in proc.stderr, proc.stderr
 
 
 def test_calibration_data_checks(digits_model, tmp_path):

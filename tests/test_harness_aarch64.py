@@ -3,22 +3,23 @@ with the aarch64 libLiteRt.so from the ai-edge-litert wheel: the same parity as 
 host (bit-exact int8 logits at every exit; class and exit index at several policies).
 Correctness only: timings under emulation mean nothing."""
 
-import os
-from pathlib import Path
-
 import pytest
 
 from eecompile.harness import build_harness, generate_harness
-from eecompile.harness.aarch64 import fetch_litert_aarch64, missing_tools, qemu_command
+from eecompile.harness.aarch64 import fetch_litert_aarch64, qemu_command
 
+from conftest import require_tools
 from test_harness import check_parity
 
-pytestmark = pytest.mark.skipif(bool(missing_tools()), reason=f"needs {missing_tools()} (.ci/run installs them)")
+
+@pytest.fixture(autouse=True)
+def _tools():
+    require_tools("aarch64-linux-gnu-gcc", "qemu-aarch64", "unshare", "cmake")
 
 
 @pytest.fixture(scope="module")
 def lib_aarch64():
-    return str(fetch_litert_aarch64(Path(os.environ["EECOMPILE_CACHE"])))
+    return str(fetch_litert_aarch64())
 
 
 @pytest.mark.parametrize("which", ["dsnet", "resnet"])

@@ -11,14 +11,21 @@ the ai-edge-litert aarch64 wheel (it needs glibc >= 2.34).
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
+import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
-from eecompile.errors import EecompileError
+from eecompile.errors import ToolError
+from eecompile.util import atomic_write_bytes, download_cache_dir, sha256_file
 
 LITERT_VERSION = "2.3.0"
+# ai_edge_litert-2.3.0-cp311-cp311-manylinux_2_27_aarch64.whl and the libLiteRt.so inside it
+WHEEL_SHA256 = "853fc608f96da87bd5f3458465dfb9abbf18d5ae6b94eceacead407146f175ae"
+LIB_SHA256 = "b57687dc234d2b8b0598aef5a9c961ed24263df8f8b3f56adbee1cff618e544b"
 SYSROOT = Path("/usr/aarch64-linux-gnu")
 QEMU_CPU = "neoverse-n1"
 NEOVERSE_N1_CPUINFO = "".join(
@@ -28,31 +35,30 @@ NEOVERSE_N1_CPUINFO = "".join(
     "CPU revision\t: 1\n\n" for i in range(2))
 
 
-def missing_tools() -> list[str]:
-    tools = ["aarch64-linux-gnu-gcc", "qemu-aarch64", "unshare", "cmake"]
-    return [t for t in tools if shutil.which(t) is None]
-
-
-def fetch_litert_aarch64(cache_dir: Path) -> Path:
-    """libLiteRt.so for aarch64 Linux, unpacked from the ai-edge-litert wheel (pip download)."""
-    lib = cache_dir / f"litert-{LITERT_VERSION}-aarch64" / "libLiteRt.so"
-    if lib.exists():
+def fetch_litert_aarch64(cache_dir: Path | None = None) -> Path:
+    """libLiteRt.so for aarch64 Linux, from the ai-edge-litert aarch64 wheel (``pip download``),
+    fetched once into a persistent cache and checked against pinned sha256 digests (of the
+    wheel and of the library) every time it is used."""
+    lib = (cache_dir or download_cache_dir()) / f"litert-{LITERT_VERSION}-aarch64" / "libLiteRt.so"
+    if lib.is_file() and sha256_file(lib) == LIB_SHA256:
         return lib
-    wheels = cache_dir / "wheels"
-    wheels.mkdir(parents=True, exist_ok=True)
-    cmd = ["python3", "-m", "pip", "download", "--only-binary=:all:", "--platform", "manylinux_2_27_aarch64",
-           "--python-version", "3.11", "--no-deps", f"ai-edge-litert=={LITERT_VERSION}", "-d", str(wheels), "-q"]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    found = sorted(wheels.glob(f"ai_edge_litert-{LITERT_VERSION}-*aarch64.whl"))
-    if proc.returncode != 0 or not found:
-        raise EecompileError(f"cannot download the aarch64 ai-edge-litert wheel: {proc.stderr.strip()[-300:]}",
-                             hint="check access to PyPI")
-    with zipfile.ZipFile(found[0]) as z:
-        data = z.read("ai_edge_litert/libLiteRt.so")
-    lib.parent.mkdir(parents=True, exist_ok=True)
-    tmp = lib.with_suffix(".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(lib)
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--only-binary=:all:", "--platform", "manylinux_2_27_aarch64",
+               "--python-version", "3.11", "--no-deps", f"ai-edge-litert=={LITERT_VERSION}", "-d", tmp, "-q"]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        found = sorted(Path(tmp).glob(f"ai_edge_litert-{LITERT_VERSION}-*aarch64.whl"))
+        if proc.returncode != 0 or not found:
+            raise ToolError(f"cannot download the aarch64 ai-edge-litert wheel: {proc.stderr.strip()[-300:]}",
+                            hint="check access to PyPI, or put libLiteRt.so (sha256 " + LIB_SHA256[:12] + "...) at "
+                                 + str(lib))
+        if sha256_file(found[0]) != WHEEL_SHA256:
+            raise ToolError(f"{found[0].name} does not match its pinned sha256 {WHEEL_SHA256[:12]}...",
+                            hint="PyPI served another file than the one eecompile was tested with; report it")
+        with zipfile.ZipFile(found[0]) as z:
+            data = z.read("ai_edge_litert/libLiteRt.so")
+    if hashlib.sha256(data).hexdigest() != LIB_SHA256:
+        raise ToolError("libLiteRt.so in the aarch64 wheel does not match its pinned sha256", hint="report it")
+    atomic_write_bytes(lib, data)
     return lib
 
 

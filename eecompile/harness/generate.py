@@ -19,7 +19,7 @@ from pathlib import Path
 from eecompile.bundle.io import Bundle
 from eecompile.bundle.manifest import GraphSpec, TensorSpec
 from eecompile.core.names import POLICY_INFO
-from eecompile.errors import BundleError, EecompileError, OutputPathError, PolicyError, ToolError
+from eecompile.errors import BundleError, HarnessError, OutputPathError, PolicyError, ToolError
 from eecompile.util import atomic_write_text, default_mode
 
 _PKG_SOURCES = Path(__file__).resolve().parents[1] / "_csrc"  # in an installed wheel
@@ -90,10 +90,10 @@ def _quant(q) -> str:
 
 def _tensor(t: TensorSpec) -> str:
     if t.dtype not in _DTYPES:
-        raise EecompileError(f"tensor {t.name} has dtype {t.dtype}; the C harness takes int8 and float32",
+        raise HarnessError(f"tensor {t.name} has dtype {t.dtype}; the C harness takes int8 and float32",
                              hint="export with --target tflite-int8 or tflite-fp32")
     if any(d <= 0 for d in t.shape):
-        raise EecompileError(f"tensor {t.name} has a dynamic shape {t.shape}", hint="export TFLite (batch 1)")
+        raise HarnessError(f"tensor {t.name} has a dynamic shape {t.shape}", hint="export TFLite (batch 1)")
     n_bytes = _DTYPE_BYTES[t.dtype]
     for d in t.shape:
         n_bytes *= d
@@ -123,7 +123,7 @@ def render(bundle: Bundle, packed: bool | None = None, abi: int | None = None) -
     a signature of the bundle's packed file (None: when the bundle has one)."""
     m = bundle.manifest
     if not m.target.startswith("tflite-"):
-        raise EecompileError(f"the C harness runs TFLite bundles, this one is {m.target}",
+        raise HarnessError(f"the C harness runs TFLite bundles, this one is {m.target}",
                              hint="export with --target tflite-int8 (or tflite-fp32)")
     if packed and m.packed is None:
         raise BundleError(f"{bundle.root} has no packed stages file", hint="re-export without --no-pack")
@@ -175,7 +175,7 @@ def render(bundle: Bundle, packed: bool | None = None, abi: int | None = None) -
 
 def _check_graph(g: GraphSpec) -> None:
     if not g.file.endswith(".tflite"):
-        raise EecompileError(f"{g.file} is not a TFLite model", hint="export with --target tflite-int8")
+        raise HarnessError(f"{g.file} is not a TFLite model", hint="export with --target tflite-int8")
     if any(not t.signature_name for t in g.inputs + g.outputs):
         raise BundleError(f"{g.file}: the manifest lacks signature names", hint="re-export the bundle")
 
