@@ -122,7 +122,7 @@ def zoo(as_json: bool) -> None:
 
 
 @main.command()
-@click.argument("model", type=click.Choice(sorted(ZOO)))
+@click.argument("model", type=click.Choice(sorted(ZOO)), metavar="MODEL")
 @handle_errors
 def train(model: str) -> None:
     """Train a zoo MODEL (or load it from the cache) and print per-exit validation accuracy.

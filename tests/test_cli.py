@@ -83,3 +83,25 @@ def test_harness_command_generates_and_builds(cli, int8_bundle, tmp_path):
     assert "packed: stages.tflite" in info and "signatures stage0, stage1, stage2" in info
     res = cli("harness", tmp_path / "nope", "-o", tmp_path / "c2")
     assert res.exit_code == 1 and "BundleError" in res.output
+
+
+NOISE = ("oneDNN", "fully_quantize", "XNNPACK", "absl::InitializeLog", "cudart")
+
+
+def test_converter_log_noise_stays_off_the_terminal_unless_verbose(tmp_path, int8_bundle):
+    """Native log lines (TensorFlow, the MLIR quantizer, LiteRT) go to a log file; --verbose shows them."""
+    import subprocess
+    import sys
+
+    def cli_proc(*args):
+        return subprocess.run([sys.executable, "-m", "eecompile", *map(str, args)], capture_output=True, text=True,
+                              timeout=600)
+
+    quiet = cli_proc("export", "dsnet-digits", "-c", "digits:train:256", "-o", tmp_path / "b")
+    assert quiet.returncode == 0, quiet.stderr
+    assert not [n for n in NOISE if n in quiet.stderr + quiet.stdout], quiet.stderr
+    assert "bundle:" in quiet.stdout
+    run = cli_proc("run", int8_bundle.root, "-i", "digits:test:4")
+    assert run.returncode == 0 and "XNNPACK" not in run.stderr + run.stdout
+    loud = cli_proc("--verbose", "run", int8_bundle.root, "-i", "digits:test:4")
+    assert loud.returncode == 0 and "XNNPACK" in loud.stderr
