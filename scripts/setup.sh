@@ -5,17 +5,23 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
 
-# Debian packages: the dataset, the C toolchain for the harness (host + aarch64 cross + qemu),
-# clang for libFuzzer.
+# Debian packages:
+#   dataset-fashion-mnist        the demo's data
+#   build-essential cmake        the C harness for the host
+#   crossbuild-essential-arm64   the harness for aarch64 Linux; qemu-user runs it here
+#   clang lld-14                 libFuzzer; the Android arm64 build (no NDK: clang + lld + stub libs)
+#   adb                          the real Android Debug Bridge client (profiling over adb)
+#   openssh-client/-server       profiling over ssh (tests run a real sshd on loopback)
+PACKAGES="dataset-fashion-mnist build-essential cmake crossbuild-essential-arm64 qemu-user clang lld-14 adb
+          openssh-client openssh-server util-linux"
 need=""
-[ -d /usr/share/datasets/fashion-mnist ] || need="$need dataset-fashion-mnist"
-for tool in cmake:cmake aarch64-linux-gnu-gcc:crossbuild-essential-arm64 qemu-aarch64:qemu-user clang:clang; do
-  command -v "${tool%%:*}" >/dev/null 2>&1 || need="$need ${tool##*:}"
+for pkg in $PACKAGES; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need="$need $pkg"
 done
 if [ -n "$need" ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq $need >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $need >/dev/null
 fi
 
 # torch==2.13.0 first, alone: the CPU wheel is on local disk; a bare "torch" would pull CUDA.

@@ -269,3 +269,15 @@ def test_force_replaces_only_bundles(export_digits, tmp_path):
     with pytest.raises(OutputPathError, match="not a bundle"):
         export_digits("onnx", project, force=True)
     assert (project / "src" / "main.c").exists()
+
+
+def test_bundle_files_honour_the_umask(int8_bundle):
+    """Every file and the directory get the mode a plain open()/mkdir() would give (mkstemp and
+    mkdtemp alone would leave the manifest and packed model 0600 beside 0644 stage files)."""
+    from eecompile.util import default_mode
+
+    root = int8_bundle.root
+    assert root.stat().st_mode & 0o777 == default_mode(directory=True)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in root.iterdir()}
+    assert {"manifest.json", "stages.tflite", "stage0.tflite"} <= set(modes)
+    assert set(modes.values()) == {default_mode()}, modes

@@ -88,3 +88,35 @@ def test_two_stage_training_freezes_backbone_and_trains_heads():
     assert all(torch.equal(seen["backbone"][k], after[k]) for k in after)  # BN stats and weights frozen
     acc = exit_accuracies(model, load_data("digits:val"))
     assert acc[-1] > 0.9 and min(acc) > 0.3  # the heads learned (chance is 0.1)
+
+
+def test_bundle_records_the_factory_by_absolute_path_so_validate_works_anywhere(tmp_path):
+    """export my_model.py:build (relative to the cwd), then validate from another directory."""
+    import json
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    model_file = tmp_path / "my_model.py"  # seeded: the factory builds the same weights every time
+    model_file.write_text("import torch\n" + GOOD.replace("def build():\n", "def build():\n    torch.manual_seed(0)\n"))
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "calib.npz", x=rng.random((160, 1, 5, 5), dtype=np.float32))
+    np.savez(tmp_path / "val.npz", x=rng.random((120, 1, 5, 5), dtype=np.float32), y=rng.integers(0, 2, 120))
+
+    def cli(cwd, *args):
+        return subprocess.run([sys.executable, "-m", "eecompile", *args], cwd=cwd, capture_output=True, text=True,
+                              timeout=300)
+
+    res = cli(tmp_path, "export", "my_model.py:build", "--target", "onnx", "-c", "calib.npz", "-o", "b")
+    assert res.returncode == 0, res.stderr
+    source = json.loads((tmp_path / "b" / "manifest.json").read_text())["model_source"]
+    assert source == f"{model_file.resolve()}:build"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    res = cli(elsewhere, "validate", tmp_path / "b", "--data", tmp_path / "val.npz", "--json")
+    assert res.returncode == 0 and json.loads(res.stdout)["passed"], res.stderr
+    model_file.rename(tmp_path / "moved.py")  # the source is gone: a clear error with the next step
+    res = cli(elsewhere, "validate", tmp_path / "b", "--data", tmp_path / "val.npz")
+    assert res.returncode == 1 and "does not exist" in res.stderr and "hint:" in res.stderr

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from eecompile.core.names import DEFAULT_THRESHOLDS, POLICY_INFO, POLICY_NAMES
-from eecompile.errors import PolicyError
+from eecompile.errors import InternalError, PolicyError
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -105,7 +105,7 @@ class Patience(ExitPolicy):
 
 POLICIES: dict[str, type[ExitPolicy]] = {p.name: p for p in (MaxProb, Entropy, Margin, Patience)}
 if tuple(POLICIES) != POLICY_NAMES:  # pragma: no cover - a new name needs its class here
-    raise ImportError(f"policy classes {tuple(POLICIES)} do not match eecompile.core.names {POLICY_NAMES}")
+    raise InternalError(f"policy classes {tuple(POLICIES)} do not match eecompile.core.names {POLICY_NAMES}")
 
 
 def check_policy_name(name: str) -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from eecompile.core.checks import check_batch
-from eecompile.errors import DataError
+from eecompile.errors import DataError, InternalError
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat",
@@ -176,7 +176,8 @@ def load_data(spec: str | DataSpec, default_split: str = "train",
         spec = parse_data_spec(spec, default_split)
     if spec.path is not None:
         return _load_file(spec.path)
-    assert spec.name is not None
+    if spec.name is None:
+        raise InternalError("a data spec without a path has no dataset name")
     return DATASETS[spec.name](spec.split, data_dir).take(spec.n)
 
 
