@@ -336,6 +336,15 @@ def info(bundle_dir, as_json) -> None:
         from eecompile.report.tables import validation_table
 
         _console().print(validation_table(m.validation))
+    from eecompile.profile.schema import bundle_profiles
+
+    for path, prof, status in bundle_profiles(b):
+        if prof is None:
+            click.echo(f"  profile {path.name}: {status}")
+            continue
+        full = prof["exits"][-1]["latency_us"]["p50"] if prof["exits"] else float("nan")
+        click.echo(f"  profile {prof['device']['id']} ({prof['device']['model']}, {prof['created_utc']}): "
+                   f"full path p50 {full:.1f} us [{status}]")
 
 
 @main.command()
@@ -367,6 +376,115 @@ def harness(bundle_dir, output, do_build, arch, sanitize, per_stage_files, force
 
         res = build_harness(out, arch=arch, sanitize=sanitize)
         click.echo(f"built {res.ee_run}")
+
+
+@main.command()
+@click.argument("bundle_dir", type=click.Path())
+@click.option("--device", "devices", multiple=True, metavar="DEV",
+              help="host, adb, adb:SERIAL, adb:all, ssh:USER@HOST[:PORT], qemu-aarch64; repeat for a fleet.")
+@click.option("--threads", type=int, default=1, show_default=True, help="XNNPACK threads.")
+@click.option("--cores", help="CPU affinity of the runner, a hex mask (e.g. 0xf0: the big cores of a 4+4 phone).")
+@click.option("--runs", type=int, default=100, show_default=True, help="Rounds (every exit once) at least.")
+@click.option("--warmup", type=int, default=10, show_default=True, help="Rounds before timing.")
+@click.option("--min-secs", type=float, default=1.0, show_default=True, help="Time at least this long.")
+@click.option("--max-secs", type=float, default=60.0, show_default=True, help="Stop timing after this long.")
+@click.option("--repeat", type=int, default=1, show_default=True,
+              help="Run the runner this many times (fresh processes) and report the spread.")
+@click.option("--energy", type=click.Choice(["auto", "off"]), default="auto", show_default=True,
+              help="auto: measure energy where the device can (power rails, battery gauge, RAPL).")
+@click.option("--energy-secs", type=float, help="Length of each energy block (default: 2 s; 10 s on a battery gauge).")
+@click.option("--power-w", type=float, help="Active power of the device's CPU (W): estimate energy = latency x W "
+                                            "where none is measured (labelled estimated).")
+@click.option("--data", help="Inputs (NAME[:SPLIT[:N]] or .npy/.npz); default: the bundle's own samples.")
+@click.option("--runner", type=click.Path(), help="ee_profile built for the device (a file or a harness build dir).")
+@click.option("--litert", type=click.Path(), help="libLiteRt.so for the device.")
+@click.option("--ssh-config", type=click.Path(), help="An ssh_config file (identity, known hosts) for ssh devices.")
+@click.option("--cleanup", is_flag=True, help="Remove the deployed files from the device afterwards.")
+@click.option("--output", "-o", type=click.Path(), help="Also write the profile here (a directory for a fleet).")
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def profile(bundle_dir, devices, threads, cores, runs, warmup, min_secs, max_secs, repeat, energy, energy_secs,
+            power_w, data, runner, litert, ssh_config, cleanup, output, as_json) -> None:
+    """Measure every exit of BUNDLE_DIR on devices: latency, memory, energy.
+
+    \b
+    The runner (the bundle's C harness) runs on the device; the profile is written into
+    BUNDLE_DIR/profiles/<device>.json (+ .png) and calibration reads it.
+    \b
+    Example:
+      eecompile profile out/dsnet-int8 --device host --repeat 5
+      eecompile profile out/dsnet-int8 --device ssh:pi@board --power-w 3.5
+      eecompile profile out/dsnet-int8 --device adb:all --runner out/c-android --litert libLiteRt.so
+    """
+    from pathlib import Path
+
+    from eecompile.bundle.io import load_bundle
+    from eecompile.errors import DeviceError
+    from eecompile.profile.fleet import resolve_devices
+    from eecompile.profile.measure import ProfileOptions, check_options
+    from eecompile.profile.report import fleet_table, profile_table, summary_lines
+    from eecompile.profile.runner import RunSettings
+
+    b = load_bundle(bundle_dir)
+    opts = ProfileOptions(settings=RunSettings(threads=threads, cores=cores, runs=runs, warmup=warmup,
+                                               min_secs=min_secs, max_secs=max_secs),
+                          repeat=repeat, energy=energy, energy_secs=energy_secs, power_w=power_w,
+                          runner=Path(runner) if runner else None, litert=Path(litert) if litert else None,
+                          ssh_config=ssh_config, cleanup=cleanup)
+    check_options(opts)
+    if data:
+        from eecompile.data.datasets import load_data
+
+        opts.inputs = load_data(data, "test").x
+    elif b.manifest.samples is None:
+        raise click.UsageError("the bundle ships no samples (exported before schema 3): pass --data")
+    devs = resolve_devices(list(devices))
+    outcomes = _profile_with_progress(b, devs, opts, output, quiet=as_json)
+    done = [o.profile for o in outcomes if o.profile is not None]
+    if as_json:
+        click.echo(json.dumps(done[0] if len(devs) == 1 and done else done, indent=2))
+    else:
+        con = _console()
+        for prof in done:
+            con.print(profile_table(prof))
+            for line in summary_lines(prof):
+                click.echo("  " + line)
+        if len(done) > 1:
+            con.print(fleet_table(done))
+        for o in outcomes:
+            for p in o.paths:
+                click.echo(f"wrote {p}")
+    failed, hint = [], "profile it again"
+    for o in outcomes:
+        if o.error is not None:
+            failed.append(f"{o.device.spec}: {type(o.error).__name__}: {o.error.message}")
+            hint = o.error.hint or hint
+        elif not o.profile["complete"]:
+            failed.append(f"{o.device.spec}: {o.profile['incomplete_reason']} (the partial profile is kept, "
+                          "marked incomplete)")
+    if failed:
+        if len(devs) == 1 and outcomes[0].error is not None:
+            raise outcomes[0].error
+        raise DeviceError(f"{len(failed)} of {len(devs)} device(s) not profiled completely: " + "; ".join(failed),
+                          hint=hint)
+
+
+def _profile_with_progress(bundle, devs, opts, output, quiet: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from eecompile.profile.fleet import profile_fleet
+
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, disable=quiet, transient=True) as prog:
+        tasks = {d.device_id: prog.add_task(f"{d.device_id}: connect", total=1) for d in devs}
+
+        def progress_for(dev):
+            def cb(phase: str, done: int, total: int) -> None:
+                prog.update(tasks[dev.device_id], description=f"{dev.device_id}: {phase}", completed=done,
+                            total=max(total, 1))
+            return cb
+
+        return profile_fleet(bundle, devs, opts, output, progress_for)
 
 
 @main.command()
@@ -402,6 +520,10 @@ def demo(model, out_dir, n_test, latency_budget, as_json) -> None:
                f"(threshold {report['threshold']:.4g} chosen on {report['threshold_chosen_on']})")
     click.echo(f"latency ratio {report['latency_ratio']:.3f}x, MAC ratio {report['mac_ratio']:.3f}x, "
                f"accuracy gap {report['accuracy_gap_pts']:.2f} pts")
+    pr = report["profile"]
+    click.echo(f"C runner on {pr['device']}: full path {pr['p50_us'][-1]:.1f} us (p50), early exit "
+               f"{pr['early_exit_mean_us']:.1f} us on average ({pr['c_latency_ratio']:.3f}x); load {pr['load_ms']:.1f} "
+               f"ms, peak memory {pr['vm_hwm_kb']} kB; profile {pr['file']}")
     click.echo(f"export took {report['export_s']:.1f} s; bundle {report['bundle']}; plot {report['plot']}")
 
 

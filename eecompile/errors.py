@@ -103,6 +103,15 @@ class HarnessError(EecompileError):
     """A bundle cannot become a C harness (its target, dtypes or shapes are not supported)."""
 
 
+class DeviceError(EecompileError):
+    """A device to profile is missing, unreachable, unauthorized, or went away."""
+
+
+class ProfileError(EecompileError):
+    """A profile cannot be made or used: bad settings, a runner that fails on the device, or a
+    profile that belongs to another bundle."""
+
+
 class ToolError(EecompileError):
     """An external tool (cmake, a compiler, qemu, adb, ssh) is missing or failed."""
 

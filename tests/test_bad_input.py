@@ -214,6 +214,18 @@ CASES = [
          ("not a generated harness",), lambda c: c.files["harness_dir"]),
     Case("harness: output is a file", lambda c: ["harness", str(c.int8), "-o", c.f("exists")], 1,
          ("exists and is not a directory",), lambda c: c.files["exists"]),
+    # ---- profile ----
+    Case("profile: no device", lambda c: ["profile", str(c.int8)], 1, ("no device to profile", "--device host")),
+    Case("profile: unknown device", lambda c: ["profile", str(c.int8), "--device", "phone"], 1,
+         ("unknown device 'phone'",)),
+    Case("profile: --runs 0", lambda c: ["profile", str(c.int8), "--device", "host", "--runs", "0"], 1,
+         ("--runs 0",)),
+    Case("profile: negative --power-w", lambda c: ["profile", str(c.int8), "--device", "host", "--power-w", "-2"], 1,
+         ("--power-w -2.0 is not a positive power",)),
+    Case("profile: malformed ssh device", lambda c: ["profile", str(c.int8), "--device", "ssh:board"], 1,
+         ("is not ssh:USER@HOST[:PORT]",)),
+    Case("profile: not a bundle", lambda c: ["profile", c.f("not_bundle"), "--device", "host"], 1,
+         ("has no manifest.json",)),
     # ---- demo, train ----
     Case("demo: unknown model", lambda c: ["demo", "--model", "nope", "--out", str(OUT(c))], 2,
          ("Invalid value for '--model'",), OUT, hint=False),
@@ -289,7 +301,7 @@ def _check_output(case_name: str, out: str, status: int, hint: bool, expect: tup
 def test_the_table_has_at_least_30_cases_across_every_command():
     assert len(CASES) >= 30 and len({c.name for c in CASES}) == len(CASES)
     commands = {c.name.split(":")[0] for c in CASES}
-    assert commands >= {"export", "validate", "run", "info", "harness", "demo", "train", "ee_run"}
+    assert commands >= {"export", "validate", "run", "info", "harness", "profile", "demo", "train", "ee_run"}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])

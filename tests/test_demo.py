@@ -19,6 +19,10 @@ def test_demo_digits_end_to_end(tmp_path):
     # measured time (the two passes are interleaved, so machine drift hits both alike)
     assert r["mac_ratio"] < 1.0
     assert r["early_exit"]["mean_latency_us"] < 0.95 * r["final_exit"]["mean_latency_us"]
+    # the C runner profiled every exit on this machine: deeper exits cost more, early exit saves time
+    pr = r["profile"]
+    assert all(b > a for a, b in zip(pr["p50_us"], pr["p50_us"][1:])) and pr["c_latency_ratio"] < 1.0
+    assert json.loads(open(pr["file"]).read())["complete"]
     # the chosen threshold is stored in the bundle, and validation was redone at it
     from eecompile import load_bundle
 

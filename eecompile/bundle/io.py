@@ -12,9 +12,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from eecompile.bundle.manifest import MANIFEST_NAME, READABLE_SCHEMAS, SCHEMA_VERSION, GraphSpec, Manifest
+from eecompile.bundle.manifest import (MANIFEST_NAME, READABLE_SCHEMAS, SCHEMA_VERSION, GraphSpec, Manifest,
+                                       SamplesSpec)
 from eecompile.errors import BundleError, ChecksumError, OutputPathError, SchemaVersionError
-from eecompile.util import atomic_write_text, default_mode, sha256_file
+from eecompile.util import atomic_write_bytes, atomic_write_text, default_mode, sha256_file
+
+SAMPLES_NAME = "samples.npz"
 
 
 @dataclass
@@ -28,6 +31,34 @@ class Bundle:
     def save_manifest(self) -> None:
         """Rewrite manifest.json atomically (e.g. after changing thresholds)."""
         atomic_write_text(self.root / MANIFEST_NAME, json.dumps(self.manifest.to_dict(), indent=2))
+
+    def load_samples(self):
+        """The held-out samples shipped in the bundle: (x in PyTorch layout, y or None)."""
+        import numpy as np
+
+        spec = self.manifest.samples
+        if spec is None:
+            raise BundleError(f"{self.root} ships no samples (exported before schema 3)",
+                              hint="pass your own inputs, or re-export the bundle")
+        with np.load(self.root / spec.file, allow_pickle=False) as z:
+            return z["x"], (z["y"] if "y" in z.files else None)
+
+
+def write_samples(staging: Path, x, y, source: str, n: int = 64) -> "SamplesSpec":
+    """Write ``samples.npz`` (the first ``n`` of x, y) into a staging bundle; returns its spec."""
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    arrays = {"x": np.ascontiguousarray(x[:n], dtype=np.float32)}
+    if y is not None:
+        arrays["y"] = np.asarray(y[:n], dtype=np.int64)
+    np.savez(buf, **arrays)
+    atomic_write_bytes(staging / SAMPLES_NAME, buf.getvalue())
+    path = staging / SAMPLES_NAME
+    return SamplesSpec(file=SAMPLES_NAME, sha256=sha256_file(path), size_bytes=path.stat().st_size,
+                       n=int(arrays["x"].shape[0]), labelled=y is not None, source=source)
 
 
 def check_output_dir(out_dir: str | os.PathLike, force: bool) -> Path:
@@ -106,6 +137,8 @@ def load_bundle(path: str | os.PathLike, verify: bool = True) -> Bundle:
             raise BundleError(f"{mpath}: packed file has {len(p.signature_keys)} signatures for "
                               f"{len(manifest.graphs)} graphs", hint="re-export the bundle")
         files.append(("packed stages", p.file, p.sha256, p.size_bytes))
+    if manifest.samples is not None:
+        files.append(("samples", manifest.samples.file, manifest.samples.sha256, manifest.samples.size_bytes))
     for what, name, sha, n_bytes in files:
         fpath = root / name
         if not fpath.is_file():

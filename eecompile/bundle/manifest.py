@@ -10,13 +10,16 @@ requantizes ``q2 = clip(round((q1 - z1) * s1 / s2) + z2)`` before feeding it.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
 from eecompile.errors import BundleError
 
-SCHEMA_VERSION = 2  # 2: optional ``packed`` (every graph as a signature of one TFLite file)
-READABLE_SCHEMAS = (1, 2)
+# 2: optional ``packed`` (every graph as a signature of one TFLite file)
+# 3: optional ``samples`` (a few labelled held-out inputs shipped with the bundle)
+SCHEMA_VERSION = 3
+READABLE_SCHEMAS = (1, 2, 3)
 MANIFEST_NAME = "manifest.json"
 GRAPH_KINDS = ("fused", "segment", "head")
 TENSOR_ROLES = ("input", "state", "logits")
@@ -95,6 +98,20 @@ class PackedSpec:
 
 
 @dataclass
+class SamplesSpec:
+    """A few held-out inputs shipped in the bundle (``samples.npz``: ``x`` in the model's
+    PyTorch layout, float32; ``y`` when labelled): the default inputs of ``eecompile profile``
+    and the test samples an app can show."""
+
+    file: str
+    sha256: str
+    size_bytes: int
+    n: int
+    labelled: bool
+    source: str
+
+
+@dataclass
 class Manifest:
     name: str
     target: str
@@ -109,11 +126,19 @@ class Manifest:
     boundaries: list[dict[str, Any]] = field(default_factory=list)
     validation: dict[str, Any] | None = None
     packed: PackedSpec | None = None
+    samples: SamplesSpec | None = None
     schema_version: int = SCHEMA_VERSION
 
     @property
     def n_exits(self) -> int:
         return len(self.exits)
+
+    @property
+    def models_sha256(self) -> str:
+        """The hash that identifies what runs: the model files' digests, in order (graphs, then
+        the packed file). Profiles are keyed by it: a re-export changes it, new thresholds do not."""
+        digests = [g.sha256 for g in self.graphs] + ([self.packed.sha256] if self.packed else [])
+        return hashlib.sha256("\n".join(digests).encode()).hexdigest()
 
     @property
     def graphs(self) -> list[GraphSpec]:
@@ -137,6 +162,10 @@ class Manifest:
                 packed=None if d.get("packed") is None else PackedSpec(
                     file=d["packed"]["file"], sha256=d["packed"]["sha256"], size_bytes=int(d["packed"]["size_bytes"]),
                     signature_keys=[str(k) for k in d["packed"]["signature_keys"]]),
+                samples=None if d.get("samples") is None else SamplesSpec(
+                    file=d["samples"]["file"], sha256=d["samples"]["sha256"],
+                    size_bytes=int(d["samples"]["size_bytes"]), n=int(d["samples"]["n"]),
+                    labelled=bool(d["samples"]["labelled"]), source=str(d["samples"]["source"])),
                 schema_version=int(d["schema_version"]),
             )
         except (KeyError, TypeError, ValueError) as exc:

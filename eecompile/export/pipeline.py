@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from eecompile.bundle.io import Bundle, check_output_dir, commit_bundle, staging_dir
+from eecompile.bundle.io import Bundle, check_output_dir, commit_bundle, staging_dir, write_samples
 from eecompile.bundle.manifest import ExitSpec, GraphSpec, Manifest, PackedSpec, StageSpec, TensorSpec
 from eecompile.data.datasets import Dataset, check_inputs
 from eecompile.errors import DataError, ExportError, InternalError
@@ -213,6 +213,7 @@ def export(model: EarlyExitModel, target: str, calib: Dataset | np.ndarray, out_
                 boundaries=boundaries)
             if opts.pack and target.startswith("tflite-"):
                 manifest.packed = _pack(staging, manifest)
+            manifest.samples = write_samples(staging, val_x, val_data.y, val_data.name)
             bundle = Bundle(staging, manifest)
             report = validate_bundle(bundle, model, val_data, tolerances, quiet=opts.quiet, data_hint=VAL_HINT)
             manifest.validation = report.to_dict()

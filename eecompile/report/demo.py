@@ -152,6 +152,10 @@ def run_demo(model_name: str = "dsnet-fmnist", out_dir: str | Path = "demo-out",
                       "share_exiting": float(share[k]), "cum_latency_us": float(cum_test[k])})
     final_acc = exits[-1]["accuracy_int8"]
     early_acc = float(np.mean(early.class_idx == test.y))
+    prof = profile_on_host(bundle)
+    c_p50 = np.array([e["latency_us"]["p50"] for e in prof["exits"]])
+    for k, e in enumerate(exits):
+        e["c_p50_us"] = float(c_p50[k])
     report = {
         "model": model_name, "dataset": ds, "bundle": str(bundle.root), "n_test": len(test),
         "train_or_load_s": round(t_train, 2), "export_s": round(t_export, 2),
@@ -163,6 +167,13 @@ def run_demo(model_name: str = "dsnet-fmnist", out_dir: str | Path = "demo-out",
         "accuracy_gap_pts": 100 * (final_acc - early_acc),
         "latency_ratio": float(early.latency_us.mean() / full.latency_us.mean()),
         "mac_ratio": float(macs[early.exit_idx].mean() / macs[-1]),
+        "profile": {"device": prof["device"]["id"], "model": prof["device"]["model"],
+                    "p50_us": c_p50.tolist(), "stages_p50_us": [s["p50"] for s in prof["exits"][-1]["stages_us"]],
+                    "load_ms": prof["load"]["t_load_ms"], "first_ms": prof["load"]["t_first_ms"],
+                    "vm_hwm_kb": prof["memory"]["vm_hwm_kb"].get("done"),
+                    "early_exit_mean_us": float(c_p50[early.exit_idx].mean()),
+                    "c_latency_ratio": float(c_p50[early.exit_idx].mean() / c_p50[-1]),
+                    "file": str(bundle.root / "profiles" / f"{prof['device']['id']}.json")},
         "validation": bundle.manifest.validation,
         "boundaries": bundle.manifest.boundaries,
         "sweep_test": [asdict(p) for p in test_points],
@@ -173,6 +184,22 @@ def run_demo(model_name: str = "dsnet-fmnist", out_dir: str | Path = "demo-out",
     report["plot"] = str(out / "tradeoff.png")
     atomic_write_text(out / "report.json", json.dumps(report, indent=2))
     return report
+
+
+def profile_on_host(bundle: Bundle) -> dict:
+    """Every exit's cost measured by the bundle's C runner on this machine (eecompile profile
+    --device host); saved into the bundle's profiles/ with its plot."""
+    from eecompile.profile.devices import parse_device
+    from eecompile.profile.measure import ProfileOptions, profile_device
+    from eecompile.profile.report import plot_profile
+    from eecompile.profile.runner import RunSettings
+    from eecompile.profile.schema import profile_path, save_profile
+
+    prof = profile_device(bundle, parse_device("host"),
+                          ProfileOptions(settings=RunSettings(runs=500, warmup=50, min_secs=2.0), energy="off"))
+    save_profile(prof, bundle)
+    plot_profile(prof, profile_path(bundle, prof["device"]["id"]).with_suffix(".png"))
+    return prof
 
 
 def _write_threshold(bundle: Bundle, model, val, threshold: float) -> None:
