@@ -160,11 +160,14 @@ def test_adb_profile_measures_battery_energy(adb_ready, int8_bundle, host_runner
 def test_adb_profile_with_power_rails(adb_ready, int8_bundle, host_runner, tmp_path):
     dev = FakeDevice("pixel-1", rails=PIXEL6_RAILS)
     with AdbStandin([dev]) as srv:
-        res = _adb_profile(srv, int8_bundle, host_runner, "adb:pixel-1", "--energy-secs", "1.0", "-o",
-                           tmp_path / "p.json")
+        res = _adb_profile(srv, int8_bundle, host_runner, "adb:pixel-1", "--energy-secs", "1.0", "--cleanup",
+                           "--cores", "0x3", "-o", tmp_path / "p.json")
+        left = list((dev.root / "data/local/tmp/eecompile").glob("*"))
     assert res.returncode == 0, res.stderr
+    assert left == []  # --cleanup removed what was deployed
     prof = json.loads((tmp_path / "p.json").read_text())
     assert prof["energy"]["method"] == "rails" and prof["energy"]["idle_mw"] > 0
+    assert prof["settings"]["cores"] == "0x3"
     mj = [e["energy"]["mj_per_inference"] for e in prof["exits"]]
     assert 0 < mj[0] < mj[-1], mj
 

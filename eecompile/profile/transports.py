@@ -36,30 +36,43 @@ class Result:
 
 
 def _stream(cmd: list[str], timeout: float | None, on_line: LineFn | None, stdin: bytes | None = None) -> Result:
-    """Run ``cmd``; stderr lines go to ``on_line`` as they come; stdout is collected."""
+    """Run ``cmd``; stderr lines go to ``on_line`` as they come; stdout is collected. (One reader
+    thread per pipe: ``communicate()`` would read stderr too and take lines from the callback.)"""
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     err_lines: list[str] = []
+    out_chunks: list[bytes] = []
 
-    def pump() -> None:
-        assert proc.stderr is not None
+    def pump_err() -> None:
         for raw in proc.stderr:
             line = raw.decode("utf-8", "replace").rstrip("\n")
             err_lines.append(line)
             if on_line is not None:
                 on_line(line)
 
-    t = threading.Thread(target=pump, daemon=True)
-    t.start()
+    def pump_out() -> None:
+        for chunk in iter(lambda: proc.stdout.read(65536), b""):
+            out_chunks.append(chunk)
+
+    readers = [threading.Thread(target=pump_err, daemon=True), threading.Thread(target=pump_out, daemon=True)]
+    for t in readers:
+        t.start()
+    if stdin is not None:
+        try:
+            proc.stdin.write(stdin)
+        except BrokenPipeError:  # the command ended without reading it all; its status says why
+            pass
+        proc.stdin.close()
     try:
-        out, _ = proc.communicate(input=stdin, timeout=timeout)
+        proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
-        proc.communicate()
+        proc.wait()
         raise DeviceError(f"{shlex.join(cmd[:4])}...: no answer in {timeout:.0f} s",
                           hint="check the device, or raise --max-secs") from None
-    t.join(timeout=5)
-    return Result(proc.returncode, out.decode("utf-8", "replace"), "\n".join(err_lines))
+    for t in readers:
+        t.join(timeout=10)
+    return Result(proc.returncode, b"".join(out_chunks).decode("utf-8", "replace"), "\n".join(err_lines))
 
 
 class Transport:

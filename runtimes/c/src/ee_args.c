@@ -100,7 +100,7 @@ static void set_error(ee_input_file *in, const char *what) {
     snprintf(in->error, sizeof in->error, "%s", what);
 }
 
-static int open_npy(ee_input_file *in, const char *path, const ee_sample_shape *shape) {
+static int open_npy(ee_input_file *in, const ee_sample_shape *shape) {
     unsigned char pre[12];
     if (fread(pre, 1, 10, in->f) != 10 || memcmp(pre, "\x93NUMPY", 6) != 0) {
         snprintf(in->error, sizeof in->error, "not a .npy file (no numpy header); write inputs with numpy.save");
@@ -122,8 +122,8 @@ static int open_npy(ee_input_file *in, const char *path, const ee_sample_shape *
     bool is_f32 = strcmp(descr, "<f4") == 0;
     bool is_i8 = strcmp(descr, "|i1") == 0;
     if (!is_f32 && !(is_i8 && shape->dtype == EE_DTYPE_INT8)) {
-        snprintf(in->error, sizeof in->error, "%s holds dtype %s; give float32 (the harness quantizes it)%s", path,
-                 descr, shape->dtype == EE_DTYPE_INT8 ? " or int8 already quantized with the input's scale" : "");
+        snprintf(in->error, sizeof in->error, "dtype %s; give float32 (the harness quantizes it)%s", descr,
+                 shape->dtype == EE_DTYPE_INT8 ? " or int8 already quantized with the input's scale" : "");
         return -1;
     }
     /* shape: (N, *sample dims) in the model's exported layout */
@@ -139,8 +139,8 @@ static int open_npy(ee_input_file *in, const char *path, const ee_sample_shape *
             size_t u = strlen(got);
             snprintf(got + u, sizeof got - u, "%s%ld", i ? ", " : "", dims[i]);
         }
-        snprintf(in->error, sizeof in->error, "%s has shape %s); the model takes %s) in its own layout (NHWC for "
-                 "images: transpose NCHW data with x.transpose(0, 2, 3, 1))", path, got, want);
+        snprintf(in->error, sizeof in->error, "shape %s), but the model takes %s) in its own layout (NHWC for "
+                 "images: transpose NCHW data with x.transpose(0, 2, 3, 1))", got, want);
         return -1;
     }
     in->npy = true;
@@ -152,7 +152,7 @@ static int open_npy(ee_input_file *in, const char *path, const ee_sample_shape *
     long size = ftell(in->f);
     if (pos < 0 || size < pos || (size_t)(size - pos) != in->n_samples * in->sample_bytes ||
         fseek(in->f, pos, SEEK_SET) != 0) {
-        snprintf(in->error, sizeof in->error, "%s is truncated: its header promises %zu samples", path, in->n_samples);
+        snprintf(in->error, sizeof in->error, "truncated: its header promises %zu samples", in->n_samples);
         return -1;
     }
     if (in->n_samples == 0) return set_error(in, "the .npy file holds no samples"), -1;
@@ -184,11 +184,11 @@ int ee_input_file_open(ee_input_file *in, const char *path, const ee_sample_shap
     }
     in->f = fopen(path, "rb");
     if (in->f == NULL) {
-        snprintf(in->error, sizeof in->error, "cannot open %s: no such file or no permission", path);
+        snprintf(in->error, sizeof in->error, "cannot open: no such file or no permission");
         return -1;
     }
     size_t n = strlen(path);
-    int rc = n > 4 && strcmp(path + n - 4, ".npy") == 0 ? open_npy(in, path, shape) : open_raw(in, shape, raw_f32);
+    int rc = n > 4 && strcmp(path + n - 4, ".npy") == 0 ? open_npy(in, shape) : open_raw(in, shape, raw_f32);
     if (rc != 0) ee_input_file_close(in);
     return rc;
 }
