@@ -165,12 +165,15 @@ def _default_val(calib_data: str) -> str | None:
 @click.option("--allow-mismatch", is_flag=True, help="Write the bundle even if validation fails.")
 @click.option("--no-pack", is_flag=True,
               help="TFLite: skip stages.tflite (every graph as a signature of one file, used by the C harness).")
+@click.option("--no-trunks", is_flag=True,
+              help="Skip the per-stage trunk graphs (the segment without its head, run where calibration drops "
+                   "an exit).")
 @click.option("--force", is_flag=True, help="Replace an existing bundle at -o.")
 @click.option("--harness", "harness_dir", type=click.Path(), help="Also generate and build the C harness here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the validation report as JSON.")
 @handle_errors
 def export(model, target, calib_data, val_data, output, split_heads, policy, threshold, onnxsim, allow_mismatch,
-           no_pack, force, harness_dir, as_json) -> None:
+           no_pack, no_trunks, force, harness_dir, as_json) -> None:
     """Export MODEL (zoo name or path/to/file.py:function) to a validated per-stage bundle.
 
     \b
@@ -200,7 +203,8 @@ def export(model, target, calib_data, val_data, output, split_heads, policy, thr
     source = canonical_source(model)
     m = load_model(model, quiet=as_json, expect=lambda arch: make_policy(policy, threshold, arch.n_stages))
     opts = ExportOptions(split_heads=split_heads, policy=policy, threshold=threshold, onnxsim=onnxsim,
-                         allow_mismatch=allow_mismatch, pack=not no_pack, force=force, quiet=as_json,
+                         allow_mismatch=allow_mismatch, pack=not no_pack, trunks=not no_trunks, force=force,
+                         quiet=as_json,
                          model_source=source)
     bundle = do_export(m, target, load_data(calib_data), output,
                        val_data=load_data(val_spec, "val") if val_spec else None, options=opts)

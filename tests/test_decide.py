@@ -19,8 +19,10 @@ from eecompile.harness import build_harness, generate_harness
 
 from conftest import require_tools
 
+# the learned gate: weights of (max-prob, margin, entropy, agree) and a bias, per exit
+GATES = [[6.0, 2.0, -3.0, 1.5, -4.0], [4.0, 3.0, -2.0, 2.0, -3.5], [0.0, 0.0, 0.0, 0.0, 0.0]]
 CASES = [("max-prob", 0.9), ("max-prob", 0.6), ("entropy", 0.15), ("margin", 0.5), ("patience", 1.0),
-         ("max-prob", 0.0), ("entropy", 1.0)]
+         ("max-prob", 0.0), ("entropy", 1.0), ("learned", 0.7), ("learned", 0.4)]
 
 
 def raw_exit_logits(bundle, x: np.ndarray) -> tuple[list[np.ndarray], list]:
@@ -44,10 +46,13 @@ def write_golden(path: Path, raw: list[np.ndarray], quants: list) -> int:
     for i in range(n):
         lines.append(" ".join(repr(float(v)) for r in raw for v in r[i]))
     for name, t in CASES:
-        policy = make_policy(name, t, len(raw))
+        gates = GATES[: len(raw) - 1] + [GATES[-1]] if name == "learned" else None
+        policy = make_policy(name, t, len(raw), gates=gates)
         exit_idx, pred, _ = simulate(policy, deq)
         conf = np.array([softmax(deq[e][i : i + 1]).max() for i, e in enumerate(exit_idx)])
         lines.append(f"{POLICY_INFO[name].c_code} " + " ".join(repr(v) for v in policy.thresholds))
+        if gates is not None:
+            lines.append(" ".join(repr(float(v)) for g in gates for v in g))
         lines += [f"{e} {p} {float(cf)!r}" for e, p, cf in zip(exit_idx, pred, conf)]
     path.write_text("\n".join(lines) + "\n")
     return n

@@ -26,6 +26,15 @@ def test_int8_bundle_is_full_integer_and_chains_in_nhwc(int8_bundle):
         roles = [t.role for t in g.outputs]
         assert roles == (["logits"] if k == 2 else ["state", "logits"])
         assert stage.macs > 0 and stage.n_params > 0
+    # every stage but the last has a trunk: the segment alone, same input and state output (shape, grid)
+    for k, stage in enumerate(m.stages):
+        if k == 2:
+            assert stage.trunk is None
+            continue
+        t, f = stage.trunk, stage.graphs[0]
+        assert t.kind == "segment" and t.file == f"stage{k}_trunk.tflite" and [o.role for o in t.outputs] == ["state"]
+        assert t.inputs[0].quant == f.inputs[0].quant and t.outputs[0].quant == f.outputs[0].quant
+    assert m.packed.signature_keys == ["stage0", "stage1", "stage2", "stage0_trunk", "stage1_trunk"]
     # stage k's output state has exactly stage k+1's input shape (NHWC, no transposes between stages)
     for a, b in zip(m.stages[:-1], m.stages[1:]):
         assert a.graphs[0].outputs[0].shape == b.graphs[0].inputs[0].shape
@@ -40,8 +49,9 @@ def test_int8_heads_have_no_average_pool_op(int8_bundle):
     from ai_edge_litert.tools import flatbuffer_utils
 
     names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    checks = int8_bundle.manifest.calibration["float_checks"]
-    assert [c["avgpools_as_depthwise"] for c in checks] == [1, 1, 1]
+    checks = {c["graph"]: c["avgpools_as_depthwise"] for c in int8_bundle.manifest.calibration["float_checks"]}
+    assert checks == {"stage0.tflite": 1, "stage0_trunk.tflite": 0, "stage1.tflite": 1, "stage1_trunk.tflite": 0,
+                      "stage2.tflite": 1}  # trunks have no head, so no pool
     for g in int8_bundle.manifest.graphs:
         model = flatbuffer_utils.read_model(str(int8_bundle.root / g.file))
         ops = [names[model.operatorCodes[op.opcodeIndex].builtinCode] for op in model.subgraphs[0].operators]
@@ -126,11 +136,12 @@ def test_packed_stages_compute_what_the_stage_files_compute(int8_bundle, split_b
 
     for b in (int8_bundle, split_bundle):
         p = b.manifest.packed
-        files = [b.path_of(g) for g in b.manifest.graphs]
+        files = [b.path_of(g) for g in b.manifest.all_graphs]
         assert p.signature_keys == [f.stem for f in files]
-        # every stage's weights, once; only operator codes and converter metadata are shared
-        total = sum(f.stat().st_size for f in files)
-        assert 0.9 * total <= p.size_bytes <= total
+        # every weight once: a trunk repeats its fused stage's weights, and they are stored once
+        stages = sum(b.path_of(g).stat().st_size for g in b.manifest.graphs)
+        trunks = sum(b.path_of(g).stat().st_size for g in b.manifest.trunks)
+        assert 0.9 * stages <= p.size_bytes <= stages + 0.75 * trunks
         check_packed(b.root / p.file, files, p.signature_keys, n_samples=8)
     # a signature that is not its stage file's graph is caught
     other = [resnet_bundle.path_of(resnet_bundle.manifest.graphs[0])]
@@ -255,7 +266,9 @@ def test_op_without_builtin_kernel_fails_loudly(tmp_path):
 
 def test_manifest_records_versions_and_sizes(int8_bundle):
     raw = json.loads((int8_bundle.root / "manifest.json").read_text())
-    assert raw["schema_version"] == 2 and raw["tool_versions"]["torch"].startswith("2.13.0")
+    from eecompile.bundle.manifest import SCHEMA_VERSION
+
+    assert raw["schema_version"] == SCHEMA_VERSION == 4 and raw["tool_versions"]["torch"].startswith("2.13.0")
     for s in raw["stages"]:
         for g in s["graphs"]:
             assert g["size_bytes"] == (int8_bundle.root / g["file"]).stat().st_size

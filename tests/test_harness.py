@@ -194,3 +194,59 @@ def test_fuzz_parsers_and_run_bounded(int8_bundle, lib, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = int(proc.stderr.strip().splitlines()[-1].split()[1])  # "Done N runs in S second(s)"
     assert runs > 1000
+
+
+def _calibrated_copy(bundle, tmp: Path, **changes):
+    """A copy of ``bundle`` whose decision rule is set by hand (what eecompile calibrate writes)."""
+    from eecompile import load_bundle
+
+    copy = tmp / "calibrated"
+    shutil.copytree(bundle.root, copy)
+    b = load_bundle(copy)
+    for e in b.manifest.exits:
+        for k, v in changes.get("exits", {}).items():
+            setattr(e, k, v[e.exit_idx])
+    if "anytime" in changes:
+        b.manifest.decision["anytime"] = changes["anytime"]
+    b.save_manifest()
+    return load_bundle(copy)
+
+
+def test_parity_dropped_exits_learned_gate_and_deadline(int8_bundle, digits_data, lib, tmp_path):
+    """The decision rule calibration writes -- a dropped exit (its trunk runs instead), the
+    learned gate, the anytime table for deadlines -- runs the same in C and in Python."""
+    gates = [[6.0, 2.0, -3.0, 1.5, -4.0], [4.0, 3.0, -2.0, 2.0, -3.5], None]
+    b = _calibrated_copy(int8_bundle, tmp_path, exits={"policy": ["learned"] * 3, "threshold": [0.7, 0.6, 0.0],
+                                                       "gate": gates, "kept": [False, True, True]},
+                         anytime=[{"exit": 0, "p99_latency_us": 3.0}, {"exit": 1, "p99_latency_us": 6.0},
+                                  {"exit": 2, "p99_latency_us": 9.0}])
+    exe = built(b, tmp_path).ee_run
+    x = digits_data["test"].x
+    x_q = to_graph_input(x, b.manifest.input[0])
+    rt = Runtime(b)
+    ref = rt.run(x)
+    assert (ref.exit_idx != 0).all() and (ref.exit_idx == 1).any()  # exit 0 dropped, the gate fires at 1
+    out, logits, _ = run_c(exe, b, x_q, lib, tmp_path)
+    np.testing.assert_array_equal([s["exit_idx"] for s in out["samples"]], ref.exit_idx)
+    np.testing.assert_array_equal([s["class_idx"] for s in out["samples"]], ref.class_idx)
+    assert not logits[:, 0].any()  # the dropped exit's head never ran
+    for deadline, cap in ((5, 0), (7, 1), (100, 2)):  # the deepest exit whose p99 fits
+        ref = rt.run(x, deadline_us=deadline)
+        assert ref.exit_idx.max() <= cap
+        out, _, _ = run_c(exe, b, x_q, lib, tmp_path, "--deadline-us", str(deadline))
+        np.testing.assert_array_equal([s["exit_idx"] for s in out["samples"]], ref.exit_idx)
+
+
+def test_a_harness_older_than_the_bundle_decision_is_refused(int8_bundle, digits_data, lib, tmp_path):
+    b = _calibrated_copy(int8_bundle, tmp_path, exits={})
+    exe = built(b, tmp_path).ee_run
+    x_q = to_graph_input(digits_data["test"].x[:5], b.manifest.input[0])
+    b.manifest.exits[0].threshold = 0.5  # re-calibrated after the harness was generated
+    b.save_manifest()
+    x_q.tofile(tmp_path / "in.bin")
+    proc = subprocess.run([str(exe), str(b.root), str(tmp_path / "in.bin"), "--litert", lib], capture_output=True,
+                          text=True)
+    assert proc.returncode == 1 and "decision rule changed" in proc.stderr and "regenerate" in proc.stderr
+    proc = subprocess.run([str(exe), str(b.root), str(tmp_path / "in.bin"), "--litert", lib, "--allow-stale"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and "running the compiled-in rule" in proc.stderr

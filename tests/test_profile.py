@@ -70,7 +70,7 @@ def test_host_profile_measures_every_exit(host_profile, int8_bundle):
 def test_a_second_run_reuses_deployed_files(int8_bundle, host_profile):
     prof, _ = host_profile
     assert sorted(prof["runner"]["pushed"] + prof["runner"]["reused"]) == \
-        sorted(["ee_profile", "libLiteRt.so", "inputs.npy", "stages.tflite"])
+        sorted(["ee_profile", "libLiteRt.so", "inputs.npy", "stages.tflite", "decision.hash"])
 
 
 def test_profile_of_another_bundle_is_refused(host_profile, resnet_bundle, int8_bundle):

@@ -36,11 +36,29 @@ def test_early_exit_equals_policy_on_all_exit_logits(int8_rt, all_exits, digits_
 
 
 def test_every_policy_is_registered_and_exits_early_somewhere(int8_rt, digits_data):
-    assert set(POLICIES) == {"max-prob", "entropy", "margin", "patience"}
+    assert set(POLICIES) == {"max-prob", "entropy", "margin", "patience", "learned"}
     loose = {"max-prob": 0.5, "entropy": 0.5, "margin": 0.3, "patience": 1}
     for name, t in loose.items():
         res = int8_rt.run(digits_data["test"].x, policy=name, thresholds=t)
         assert (res.exit_idx < 2).mean() > 0.5, name
+    # the learned gate needs its per-exit weights (eecompile calibrate fits them)
+    with pytest.raises(EecompileError, match="needs one gate"):
+        int8_rt.run(digits_data["test"].x, policy="learned", thresholds=0.5)
+    gates = [[8.0, 0.0, 0.0, 0.0, -4.0]] * 2 + [None]  # sigmoid(8 p1 - 4) >= 0.5 <=> p1 >= 0.5
+    a = int8_rt.run(digits_data["test"].x, policy=make_policy("learned", 0.5, 3, gates=gates))
+    b = int8_rt.run(digits_data["test"].x, policy="max-prob", thresholds=0.5)
+    np.testing.assert_array_equal(a.exit_idx, b.exit_idx)
+
+
+def test_dropped_exit_runs_the_trunk_and_never_fires(int8_rt, all_exits, digits_data):
+    x = digits_data["test"].x
+    res = int8_rt.run(x, policy="max-prob", thresholds=0.0, kept=[False, True, True])
+    assert (res.exit_idx == 1).all()  # exit 0 would take everyone at t = 0; it is dropped
+    np.testing.assert_array_equal(res.class_idx, all_exits.exit_logits[1].argmax(1))
+    assert int8_rt.manifest.stages[0].trunk is not None
+    # the trunk (segment without its head) is cheaper than the fused stage
+    fused = int8_rt.run(x, policy="max-prob", thresholds=0.0, kept=[True, True, True])
+    assert np.median(res.stage_time_us[:, 0]) < np.median(fused.stage_time_us[:, 0])
 
 
 def test_max_exit_caps(int8_rt, digits_data):

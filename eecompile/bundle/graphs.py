@@ -163,6 +163,9 @@ class StageExecutor:
         check_threads(n_threads)
         self.runners: list[list[GraphRunner]] = [
             [open_graph(bundle.path_of(g), g, self.backend, n_threads) for g in stage.graphs] for stage in m.stages]
+        self.trunk_runners: list[GraphRunner | None] = [
+            open_graph(bundle.path_of(s.trunk), s.trunk, self.backend, n_threads) if s.trunk else None
+            for s in m.stages]
         self.logits_specs = [self._logits_spec(k) for k in range(len(m.stages))]
 
     def _logits_spec(self, stage_idx: int) -> TensorSpec:
@@ -172,14 +175,23 @@ class StageExecutor:
                     return t
         raise BundleError(f"stage {stage_idx} has no logits output", hint="re-export the bundle")
 
-    def run_stage(self, k: int, state: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    def run_stage(self, k: int, state: list[np.ndarray], trunk: bool = False
+                  ) -> tuple[list[np.ndarray], np.ndarray | None, np.ndarray]:
         """Run stage ``k`` for every sample of ``state`` (graph layout and dtype).
-        Returns (next state, raw logits, wall time per sample in us)."""
-        graphs, runners = self.manifest.stages[k].graphs, self.runners[k]
+        Returns (next state, raw logits, wall time per sample in us). ``trunk``: the stage's
+        exit is dropped: run the segment without its head (the trunk graph, or the segment
+        graph of a split-heads bundle); the logits are None. A fused bundle without trunks
+        runs the fused graph and drops the logits."""
+        stage = self.manifest.stages[k]
+        graphs, runners = stage.graphs, self.runners[k]
+        if trunk and stage.trunk is not None:
+            graphs, runners = [stage.trunk], [self.trunk_runners[k]]
+        elif trunk and graphs[0].kind == "segment":
+            graphs, runners = graphs[:1], runners[:1]
         n = state[0].shape[0]
         if all(not r.fixed_batch for r in runners):
             (new_state, logits), t_us = self._run_graphs(graphs, runners, state)
-            return new_state, logits, np.full(n, t_us / max(n, 1))
+            return new_state, None if trunk else logits, np.full(n, t_us / max(n, 1))
         outs_state: list[list[np.ndarray]] = []
         outs_logits = []
         times = np.zeros(n)
@@ -188,7 +200,7 @@ class StageExecutor:
             outs_state.append(s)
             outs_logits.append(lg)
         new_state = [np.concatenate([s[j] for s in outs_state]) for j in range(len(outs_state[0]))]
-        return new_state, np.concatenate(outs_logits), times
+        return new_state, None if trunk else np.concatenate(outs_logits), times
 
     @staticmethod
     def _run_graphs(graphs: list[GraphSpec], runners: list[GraphRunner], state: list[np.ndarray]):
@@ -205,7 +217,7 @@ class StageExecutor:
                     logits = arr
                 else:
                     new_state.append(arr)
-        if logits is None:
+        if logits is None and graphs[-1].kind != "segment":
             raise InternalError("a stage ran without producing logits (the bundle loader checks for them)")
         return (new_state, logits), t_total
 

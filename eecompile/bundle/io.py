@@ -29,8 +29,8 @@ class Bundle:
         return self.root / graph.file
 
     def save_manifest(self) -> None:
-        """Rewrite manifest.json atomically (e.g. after changing thresholds)."""
-        atomic_write_text(self.root / MANIFEST_NAME, json.dumps(self.manifest.to_dict(), indent=2))
+        """Rewrite manifest.json atomically (e.g. after changing thresholds), then decision.hash."""
+        write_manifest(self.root, self.manifest)
 
     def load_samples(self):
         """The held-out samples shipped in the bundle: (x in PyTorch layout, y or None)."""
@@ -42,6 +42,16 @@ class Bundle:
                               hint="pass your own inputs, or re-export the bundle")
         with np.load(self.root / spec.file, allow_pickle=False) as z:
             return z["x"], (z["y"] if "y" in z.files else None)
+
+
+DECISION_HASH_NAME = "decision.hash"
+
+
+def write_manifest(root: Path, manifest: Manifest) -> None:
+    """manifest.json, then decision.hash (the hash of the exit decision rule, read by the C
+    harness at session creation to notice a re-calibrated bundle), each atomically."""
+    atomic_write_text(root / MANIFEST_NAME, json.dumps(manifest.to_dict(), indent=2))
+    atomic_write_text(root / DECISION_HASH_NAME, manifest.decision_hash + "\n")
 
 
 def write_samples(staging: Path, x, y, source: str, n: int = 64) -> "SamplesSpec":
@@ -91,7 +101,7 @@ def staging_dir(out_dir: Path) -> Path:
 
 def commit_bundle(staging: Path, manifest: Manifest, out_dir: Path, force: bool) -> Bundle:
     """Write the manifest into ``staging`` and move it to ``out_dir`` (replacing it with ``force``)."""
-    atomic_write_text(staging / MANIFEST_NAME, json.dumps(manifest.to_dict(), indent=2))
+    write_manifest(staging, manifest)
     out_dir = check_output_dir(out_dir, force)
     backup = None
     if out_dir.exists():
@@ -130,15 +140,19 @@ def load_bundle(path: str | os.PathLike, verify: bool = True) -> Bundle:
     manifest = Manifest.from_dict(raw)
     bundle = Bundle(root, manifest)
     files = [(f"stage {stage.stage_idx}", graph.file, graph.sha256, graph.size_bytes)
-             for stage in manifest.stages for graph in stage.graphs]
+             for stage in manifest.stages for graph in stage.graphs + ([stage.trunk] if stage.trunk else [])]
     if manifest.packed is not None:
         p = manifest.packed
-        if len(p.signature_keys) != len(manifest.graphs):
+        if len(p.signature_keys) != len(manifest.all_graphs):
             raise BundleError(f"{mpath}: packed file has {len(p.signature_keys)} signatures for "
-                              f"{len(manifest.graphs)} graphs", hint="re-export the bundle")
+                              f"{len(manifest.all_graphs)} graphs", hint="re-export the bundle")
         files.append(("packed stages", p.file, p.sha256, p.size_bytes))
     if manifest.samples is not None:
         files.append(("samples", manifest.samples.file, manifest.samples.sha256, manifest.samples.size_bytes))
+    dh = root / DECISION_HASH_NAME
+    if dh.is_file() and dh.read_text().strip() != manifest.decision_hash:
+        raise BundleError(f"{dh} does not match the manifest's exit decision rule (an interrupted or hand edit)",
+                          hint="rewrite it: eecompile calibrate (or re-export) the bundle")
     for what, name, sha, n_bytes in files:
         fpath = root / name
         if not fpath.is_file():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,8 +19,10 @@ from eecompile.errors import BundleError
 
 # 2: optional ``packed`` (every graph as a signature of one TFLite file)
 # 3: optional ``samples`` (a few labelled held-out inputs shipped with the bundle)
-SCHEMA_VERSION = 3
-READABLE_SCHEMAS = (1, 2, 3)
+# 4: per-stage ``trunk`` graphs (the segment without its exit head: run where an exit is
+#    dropped), per-exit ``kept``/``gate``, the ``decision`` section (calibration, anytime table)
+SCHEMA_VERSION = 4
+READABLE_SCHEMAS = (1, 2, 3, 4)
 MANIFEST_NAME = "manifest.json"
 GRAPH_KINDS = ("fused", "segment", "head")
 TENSOR_ROLES = ("input", "state", "logits")
@@ -73,6 +76,7 @@ class StageSpec:
     graphs: list[GraphSpec]
     macs: int
     n_params: int
+    trunk: GraphSpec | None = None  # the segment alone (no exit head): runs instead when the exit is dropped
 
 
 @dataclass
@@ -83,6 +87,8 @@ class ExitSpec:
     class_names: list[str]
     policy: str
     threshold: float
+    kept: bool = True  # a dropped exit's head is not run (the stage's trunk graph runs) and it never fires
+    gate: list[float] | None = None  # policy "learned": weights of (max-prob, margin, entropy, agree) and a bias
 
 
 @dataclass
@@ -127,6 +133,7 @@ class Manifest:
     validation: dict[str, Any] | None = None
     packed: PackedSpec | None = None
     samples: SamplesSpec | None = None
+    decision: dict[str, Any] = field(default_factory=dict)  # calibration: budget, figures, anytime table, history
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -135,15 +142,34 @@ class Manifest:
 
     @property
     def models_sha256(self) -> str:
-        """The hash that identifies what runs: the model files' digests, in order (graphs, then
-        the packed file). Profiles are keyed by it: a re-export changes it, new thresholds do not."""
-        digests = [g.sha256 for g in self.graphs] + ([self.packed.sha256] if self.packed else [])
+        """The hash that identifies what runs: the model files' digests, in order (graphs and
+        trunks, then the packed file). Profiles are keyed by it: a re-export changes it, new
+        thresholds do not."""
+        digests = [g.sha256 for g in self.all_graphs] + ([self.packed.sha256] if self.packed else [])
         return hashlib.sha256("\n".join(digests).encode()).hexdigest()
 
     @property
+    def decision_hash(self) -> str:
+        """What decides the exits: policy, thresholds, kept exits, gates and the anytime table.
+        The generated C compiles it in and compares it with the bundle's ``decision.hash`` at
+        session creation, so a harness older than a re-calibration notices."""
+        blob = json.dumps({"exits": [[e.policy, e.threshold, e.kept, e.gate] for e in self.exits],
+                           "anytime": self.decision.get("anytime")}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @property
     def graphs(self) -> list[GraphSpec]:
-        """Every graph, in stage order (the order of ``packed.signature_keys``)."""
+        """Every stage's graphs, in stage order (trunks excluded)."""
         return [g for s in self.stages for g in s.graphs]
+
+    @property
+    def trunks(self) -> list[GraphSpec]:
+        return [s.trunk for s in self.stages if s.trunk is not None]
+
+    @property
+    def all_graphs(self) -> list[GraphSpec]:
+        """Graphs, then trunks: the order of ``packed.signature_keys``."""
+        return self.graphs + self.trunks
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -155,7 +181,7 @@ class Manifest:
                 name=d["name"], target=d["target"], model_source=d["model_source"],
                 input=[_tensor(t) for t in d["input"]],
                 stages=[_stage(s) for s in d["stages"]],
-                exits=[ExitSpec(**e) for e in d["exits"]],
+                exits=[_exit(e) for e in d["exits"]],
                 tool_versions=dict(d["tool_versions"]), created_utc=d["created_utc"],
                 eecompile_version=d["eecompile_version"], calibration=d.get("calibration", {}),
                 boundaries=list(d.get("boundaries", [])), validation=d.get("validation"),
@@ -166,6 +192,7 @@ class Manifest:
                     file=d["samples"]["file"], sha256=d["samples"]["sha256"],
                     size_bytes=int(d["samples"]["size_bytes"]), n=int(d["samples"]["n"]),
                     labelled=bool(d["samples"]["labelled"]), source=str(d["samples"]["source"])),
+                decision=dict(d.get("decision") or {}),
                 schema_version=int(d["schema_version"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -196,4 +223,13 @@ def _graph(d: dict) -> GraphSpec:
 
 def _stage(d: dict) -> StageSpec:
     return StageSpec(stage_idx=int(d["stage_idx"]), exit_idx=int(d["exit_idx"]),
-                     graphs=[_graph(g) for g in d["graphs"]], macs=int(d["macs"]), n_params=int(d["n_params"]))
+                     graphs=[_graph(g) for g in d["graphs"]], macs=int(d["macs"]), n_params=int(d["n_params"]),
+                     trunk=None if d.get("trunk") is None else _graph(d["trunk"]))
+
+
+def _exit(d: dict) -> ExitSpec:
+    gate = d.get("gate")
+    return ExitSpec(exit_idx=int(d["exit_idx"]), stage_idx=int(d["stage_idx"]), n_classes=int(d["n_classes"]),
+                    class_names=[str(c) for c in d["class_names"]], policy=str(d["policy"]),
+                    threshold=float(d["threshold"]), kept=bool(d.get("kept", True)),
+                    gate=None if gate is None else [float(v) for v in gate])

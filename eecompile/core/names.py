@@ -38,7 +38,11 @@ POLICY_INFO: dict[str, PolicyInfo] = {p.name: p for p in (
     PolicyInfo("margin", 2, 0.0, 1.0, 0.8, doc="fires when p(top1) - p(top2) >= t"),
     PolicyInfo("patience", 3, 1.0, 1e6, 2.0, integer=True,
                doc="fires when the top-1 class stayed the same over t consecutive exits (PABEE)"),
+    PolicyInfo("learned", 4, 0.0, 1.0, 0.5,
+               doc="fires when a per-exit logistic gate on (max-prob, margin, entropy, agreement with the previous "
+                   "exit) gives >= t (fitted by eecompile calibrate)"),
 )}
+GATE_FEATURES = ("max_prob", "margin", "entropy", "agree")  # the learned gate's inputs, in this order
 POLICY_NAMES: tuple[str, ...] = tuple(POLICY_INFO)
 DEFAULT_THRESHOLDS: dict[str, float] = {p.name: p.default for p in POLICY_INFO.values()}
 

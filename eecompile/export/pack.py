@@ -13,6 +13,7 @@ bundle is written.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,7 @@ def pack_tflite(files: list[Path], keys: list[str], out: Path) -> None:
     merged.operatorCodes, merged.subgraphs, merged.buffers, merged.signatureDefs = [], [], [], []
     merged.metadata = []
     opcode_index: dict[tuple, int] = {}  # merged operator codes, by identity
+    buffer_index: dict[bytes, int] = {}  # merged non-empty buffers, by content
     for k, (path, key) in enumerate(zip(files, keys)):
         m = fbu.read_model(str(path))
         if len(m.subgraphs) != 1 or len(m.signatureDefs or []) != 1:
@@ -47,8 +49,18 @@ def pack_tflite(files: list[Path], keys: list[str], out: Path) -> None:
                               hint="export with --no-pack")
         if k == 0:
             merged.version, merged.description = m.version, m.description
-        buffer_base = len(merged.buffers)
-        merged.buffers.extend(m.buffers)
+        # identical weight buffers are stored once (a trunk graph repeats its fused stage's weights)
+        buffer_map = []
+        for buf in m.buffers:
+            data = bytes(buf.data) if buf.data is not None and len(buf.data) else b""
+            digest = hashlib.sha256(data).digest() if data else None
+            if digest is not None and digest in buffer_index:
+                buffer_map.append(buffer_index[digest])
+                continue
+            buffer_map.append(len(merged.buffers))
+            if digest is not None:
+                buffer_index[digest] = len(merged.buffers)
+            merged.buffers.append(buf)
         opcode_map = []
         for oc in m.operatorCodes:
             if _opcode_key(oc) not in opcode_index:
@@ -57,7 +69,7 @@ def pack_tflite(files: list[Path], keys: list[str], out: Path) -> None:
             opcode_map.append(opcode_index[_opcode_key(oc)])
         sg = m.subgraphs[0]
         for t in sg.tensors:
-            t.buffer += buffer_base
+            t.buffer = buffer_map[t.buffer]
         for op in sg.operators:
             op.opcodeIndex = opcode_map[op.opcodeIndex]
         sg.name = key.encode()
@@ -67,7 +79,7 @@ def pack_tflite(files: list[Path], keys: list[str], out: Path) -> None:
         merged.signatureDefs.append(sig)
         if k == 0:  # converter metadata (min runtime version, ...) is the same for every stage
             for md in m.metadata or []:
-                md.buffer += buffer_base
+                md.buffer = buffer_map[md.buffer]
                 merged.metadata.append(md)
     atomic_write_bytes(out, bytes(fbu.convert_object_to_bytearray(merged)))
 

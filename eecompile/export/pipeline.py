@@ -49,6 +49,7 @@ class ExportOptions:
     onnxsim: str = "auto"  # "auto" | "on" | "off"
     range_anchors: bool = True  # int8: make stage boundaries share one quant grid (see _with_range_anchors)
     pack: bool = True  # TFLite: also write every graph as a signature of one file (see export/pack.py)
+    trunks: bool = True  # fused stages: also export each segment without its head (run where an exit is dropped)
     allow_mismatch: bool = False
     force: bool = False
     quiet: bool = False
@@ -105,7 +106,8 @@ class _StageExporter:
         self.precision = TARGETS[target]
         self.float_checks: list[dict] = []  # onnx2tf float graph vs ONNX Runtime, per graph
 
-    def export_graph(self, k: int, kind: str, calib_in: list[np.ndarray], check_in: list[np.ndarray]) -> GraphSpec:
+    def export_graph(self, k: int, kind: str, calib_in: list[np.ndarray], check_in: list[np.ndarray],
+                     stem: str | None = None) -> GraphSpec:
         module = StageGraph(self.model, k, kind).eval()
         example = tuple(torch.from_numpy(a[:1]) for a in check_in)
         with torch.no_grad():
@@ -116,7 +118,7 @@ class _StageExporter:
         n_state_out = len(outs) - (0 if kind == "segment" else 1)
         out_names = _names("state_out", n_state_out) + ([] if kind == "segment" else ["logits"])
         out_roles = ["state"] * n_state_out + ([] if kind == "segment" else ["logits"])
-        stem = f"stage{k}" + ("" if kind == "fused" else f"_{kind}")
+        stem = stem or f"stage{k}" + ("" if kind == "fused" else f"_{kind}")
         onnx_path = (self.staging if self.precision == "onnx" else self.work) / f"{stem}.onnx"
         export_onnx(module, example, in_names, out_names, onnx_path, dynamic_batch=self.precision == "onnx",
                     stage_idx=k, output_shapes=[list(t.shape) for t in outs])
@@ -231,8 +233,8 @@ def export(model: EarlyExitModel, target: str, calib: Dataset | np.ndarray, out_
 def _pack(staging: Path, manifest: Manifest) -> PackedSpec:
     from eecompile.export.pack import PACKED_FILE, check_packed, pack_tflite
 
-    files = [staging / g.file for g in manifest.graphs]
-    keys = [Path(g.file).stem for g in manifest.graphs]
+    files = [staging / g.file for g in manifest.all_graphs]
+    keys = [Path(g.file).stem for g in manifest.all_graphs]
     out = staging / PACKED_FILE
     pack_tflite(files, keys, out)
     check_packed(out, files, keys)
@@ -280,10 +282,15 @@ def _export_stages(model: EarlyExitModel, exporter: _StageExporter, x: np.ndarra
                     next_calib = _run_int8_graph(staging_of(exporter, fused), fused, calib_state)[:-1]
                     if opts.range_anchors:
                         next_calib = _with_range_anchors(next_calib, states)
+            trunk = None
+            if not opts.split_heads and opts.trunks and k < model.n_stages - 1:
+                trunk = exporter.export_graph(k, "segment", calib_state, ref_state, stem=f"stage{k}_trunk")
+                _check_trunk(trunk, graphs[0], k)
             if prev_producer is not None:
                 boundaries += _boundary(prev_producer, graphs[0], f"stage {k - 1} -> stage {k}")
             prev_producer = producer
-            stages.append(StageSpec(stage_idx=k, exit_idx=k, graphs=graphs, macs=macs, n_params=n_params))
+            stages.append(StageSpec(stage_idx=k, exit_idx=k, graphs=graphs, macs=macs, n_params=n_params,
+                                    trunk=trunk))
             ref_state = [t.numpy() for t in new_ref]
             calib_state = next_calib if int8 and next_calib is not None else ref_state
             progress.advance(task)
@@ -291,6 +298,19 @@ def _export_stages(model: EarlyExitModel, exporter: _StageExporter, x: np.ndarra
     if not stages:
         raise InternalError("no stages exported from a model the contract accepted")
     return stages, boundaries
+
+
+def _check_trunk(trunk: GraphSpec, fused: GraphSpec, k: int) -> None:
+    """The trunk replaces the fused graph where the exit is dropped: it must take the same inputs
+    and give the next stage the same state (shape, dtype, quant grid), or chaining breaks."""
+    fused_states = [t for t in fused.outputs if t.role == "state"]
+    pairs = list(zip(trunk.inputs, fused.inputs)) + list(zip(trunk.outputs, fused_states))
+    if len(trunk.outputs) != len(fused_states) or any(
+            a.shape != b.shape or a.dtype != b.dtype or a.quant != b.quant or a.perm_from_torch != b.perm_from_torch
+            for a, b in pairs):
+        raise ExportError(f"stage {k}: the trunk graph (segment without its head) does not match the fused graph's "
+                          "inputs and state outputs", hint="export with --no-trunks (exits can then only be "
+                                                           "dropped by skipping their decision)")
 
 
 def staging_of(exporter: _StageExporter, graph: GraphSpec) -> Path:

@@ -196,10 +196,14 @@ def assemble(bundle: Bundle, tr: Transport, before: DeviceRecord, after: DeviceR
     start = (_phase(first, "start") or [{}])[0]
     hwm = {p["phase"]: p.get("vm_hwm_kb") for p in first if "vm_hwm_kb" in p}
     exits = []
+    trunk = None
     if lat:
         for e in lat[0]["exits"]:
             exits.append({"exit": e["exit"], "latency_us": stats_us(e["total"]), "decision_us": stats_us(e["decision"]),
                           "stages_us": [stats_us(s) for s in e["stages"]], "energy": None})
+        if "trunk" in lat[0]:
+            trunk = {"latency_us": stats_us(lat[0]["trunk"]["total"]),
+                     "stages_us": [stats_us(s) for s in lat[0]["trunk"]["stages"]]}
     energy_info: dict = {"method": None, "reason": no_energy}
     blocks = [en.Block(b["kind"], b["exit"], b["duration_ns"] / 1e9, b["n_runs"],
                        [(row[0] / 1e9, row[1:]) for row in b["samples"]]) for b in _phase(first, "energy")]
@@ -243,6 +247,7 @@ def assemble(bundle: Bundle, tr: Transport, before: DeviceRecord, after: DeviceR
         "memory": {"vm_hwm_kb": hwm,
                    "growth_load_kb": _diff(hwm, "load", "start"), "growth_runs_kb": _diff(hwm, "latency", "first")},
         "exits": exits,
+        "trunk_path": trunk,
         "energy": energy_info,
         "repeats": repeats,
         "throttling": throttle.to_dict(),

@@ -105,7 +105,7 @@ def artifacts_for(bundle: Bundle, abi: str, runner: Path | None, litert: Path | 
 def model_files(bundle: Bundle) -> list[str]:
     """The model files the runner opens (the packed file when the bundle has one)."""
     m = bundle.manifest
-    return [m.packed.file] if m.packed else sorted({g.file for g in m.graphs})
+    return [m.packed.file] if m.packed else sorted({g.file for g in m.all_graphs})
 
 
 def inputs_npy(bundle: Bundle, x: np.ndarray | None, out: Path) -> tuple[Path, str, int]:
@@ -133,6 +133,8 @@ def deploy(transport: Transport, bundle: Bundle, art: Artifacts, inputs: Path) -
     remote = f"{transport.base_dir()}/eecompile/{bundle.manifest.models_sha256[:16]}"
     files = {"ee_profile": art.runner, "libLiteRt.so": art.litert, "inputs.npy": inputs}
     files.update({name: bundle.root / name for name in model_files(bundle)})
+    if (bundle.root / "decision.hash").is_file():
+        files["decision.hash"] = bundle.root / "decision.hash"
     res = transport.shell(f"mkdir -p {shlex.quote(remote)} && cd {shlex.quote(remote)} && "
                           f"(sha256sum {' '.join(shlex.quote(n) for n in files)} 2>/dev/null; true)", timeout=120)
     transport.check(res, "preparing the device directory")

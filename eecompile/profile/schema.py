@@ -17,9 +17,13 @@ Schema ``eecompile.profile/1`` (one file per device, ``BUNDLE/profiles/<device-i
   first inference through every stage), ``first_stages_us``
 - ``memory``: ``vm_hwm_kb`` at start, load, first, latency, done; ``growth_load_kb``, ``growth_runs_kb``
 - ``exits[k]``: ``latency_us`` (an inference that stops at exit k, every exit head on the way
-  evaluated: n, mean, std, min, p10, p50, p90, p99, max), ``decision_us`` (the exit decisions on
+  evaluated: n, mean, tmean (the mean of the central 98%), std, min, p10, p50, p90, p99, max),
+  ``decision_us`` (the exit decisions on
   the way), ``stages_us[s]`` (each stage s <= k), ``energy`` (``mj_per_inference``, ``label``
   measured|estimated, ``method`` rails|battery|rapl|power-w, ``active_mw``, ``idle_mw``) or null
+- ``trunk_path``: the full path with every early exit dropped (each stage's trunk graph: the
+  segment without its head), ``latency_us`` and ``stages_us[s]``; null for bundles without trunks.
+  Calibration prices a dropped exit's stage with it.
 - ``energy``: the method and idle power, or the reason there is no measured energy
 - ``repeats``: each run's per-exit p50 and the spread across runs (fresh processes)
 - ``throttling``: ``throttled`` and the reasons (frequency fell, cap lowered, a zone warmed)
@@ -37,7 +41,7 @@ from eecompile.util import atomic_write_text
 
 SCHEMA = "eecompile.profile/1"
 PROFILES_DIR = "profiles"
-STAT_KEYS = ("n", "mean", "std", "min", "p10", "p50", "p90", "p99", "max")
+STAT_KEYS = ("n", "mean", "tmean", "std", "min", "p10", "p50", "p90", "p99", "max")
 
 
 def stats_us(ns_stats: dict) -> dict:

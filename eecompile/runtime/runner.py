@@ -16,7 +16,8 @@ from eecompile.bundle.graphs import StageExecutor
 from eecompile.bundle.io import Bundle, load_bundle
 from eecompile.bundle.manifest import TensorSpec
 from eecompile.core.checks import check_batch
-from eecompile.core.policies import ExitPolicy, PolicyState, check_policy_name, make_policy, policy_of_exits, softmax
+from eecompile.core.policies import (ExitPolicy, PolicyState, check_policy_name, kept_of_exits, make_policy,
+                                     policy_of_exits, softmax)
 from eecompile.core.quant import dequantize, to_graph_input
 from eecompile.errors import BundleError, InputError, PolicyError
 
@@ -71,9 +72,13 @@ class Runtime:
         return check_batch(x, tuple(self.input_specs[0].torch_shape[1:]), "input", error=InputError)
 
     def run(self, x: np.ndarray, policy: ExitPolicy | str | None = None, thresholds: list[float] | float | None = None,
-            max_exit: int | None = None, keep_logits: bool = False, no_early_exit: bool = False) -> RunResult:
+            max_exit: int | None = None, keep_logits: bool = False, no_early_exit: bool = False,
+            kept: list[bool] | None = None, deadline_us: float | None = None) -> RunResult:
         """Run a batch ``x`` (PyTorch layout). ``max_exit`` caps the exit index (budget-forced exit);
-        ``no_early_exit`` runs every sample through every stage (all exits evaluated)."""
+        ``deadline_us`` caps it at the deepest exit whose profiled p99 completion fits (the
+        bundle's anytime table, written by eecompile calibrate); ``no_early_exit`` runs every
+        sample through every stage (all exits evaluated); ``kept`` overrides the bundle's kept
+        exits (a dropped exit's head is not run)."""
         x = self.check_input(x)
         pol = self._policy(policy, thresholds)
         last = self.n_exits - 1
@@ -81,6 +86,9 @@ class Runtime:
             if isinstance(max_exit, bool) or not isinstance(max_exit, (int, np.integer)) or not 0 <= max_exit <= last:
                 raise PolicyError(f"max_exit {max_exit} out of range", hint=f"use 0..{last}")
             last = max_exit
+        if deadline_us is not None:
+            last = min(last, self.exit_for_deadline(deadline_us))
+        kept = self._kept(kept) if not no_early_exit else [True] * self.n_exits
         n = x.shape[0]
         n_classes = self.manifest.exits[-1].n_classes
         res = RunResult(np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros((n, n_classes), np.float32),
@@ -91,8 +99,11 @@ class Runtime:
         state = [to_graph_input(x, spec) for spec in self.input_specs]
         pstate = PolicyState.new(n)
         for k in range(last + 1):
-            state, logits_q, times = self.executor.run_stage(k, state)
+            dropped = not kept[k] and k != last
+            state, logits_q, times = self.executor.run_stage(k, state, trunk=dropped)
             res.stage_time_us[active, k] = times
+            if dropped:  # not evaluated: no decision, and patience/the gate skip it
+                continue
             logits = dequantize(logits_q, self.executor.logits_specs[k].quant)
             if keep_logits:
                 res.exit_logits[k][active] = logits
@@ -114,13 +125,34 @@ class Runtime:
             pstate = pstate.take(keep)
         return res
 
+    def _kept(self, kept: list[bool] | None) -> list[bool]:
+        if kept is None:
+            return kept_of_exits(self.manifest.exits)
+        if len(kept) != self.n_exits:
+            raise PolicyError(f"kept has {len(kept)} entries for {self.n_exits} exits", hint="give one per exit")
+        return [bool(v) for v in kept[:-1]] + [True]
+
+    def exit_for_deadline(self, deadline_us: float) -> int:
+        """The deepest exit whose profiled p99 time to complete fits ``deadline_us`` (the anytime
+        table that eecompile calibrate writes from a device profile)."""
+        table = self.manifest.decision.get("anytime")
+        if not table:
+            raise PolicyError("this bundle has no anytime table, so a deadline cannot be mapped to an exit",
+                              hint="calibrate it with a device profile: eecompile calibrate BUNDLE --profile ...")
+        if not np.isfinite(deadline_us) or deadline_us <= 0:
+            raise PolicyError(f"deadline {deadline_us} us is not a positive time", hint="e.g. deadline_us=500")
+        fits = [row["exit"] for row in table if row["p99_latency_us"] <= deadline_us]
+        return max(fits) if fits else 0
+
     def _policy(self, policy: ExitPolicy | str | None, thresholds) -> ExitPolicy:
         if isinstance(policy, ExitPolicy):
             return policy
         if policy is None and thresholds is None:
             return self.default_policy()
         name = check_policy_name(policy or self.manifest.exits[0].policy)
-        if thresholds is None and name == self.manifest.exits[0].policy:
+        same = name == self.manifest.exits[0].policy
+        if thresholds is None and same:
             thresholds = [e.threshold for e in self.manifest.exits]
-        return make_policy(name, thresholds, self.n_exits)
+        gates = [e.gate for e in self.manifest.exits] if same else None
+        return make_policy(name, thresholds, self.n_exits, gates=gates)
 

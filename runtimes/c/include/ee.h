@@ -25,7 +25,7 @@
 extern "C" {
 #endif
 
-#define EE_ABI_VERSION 3         /* bumped when ee_bundle_desc or this API changes (the generator reads it here) */
+#define EE_ABI_VERSION 4         /* bumped when ee_bundle_desc or this API changes (the generator reads it here) */
 #define EE_MAX_STAGES 16
 #define EE_MAX_GRAPH_IO 8
 #define EE_MAX_RANK 8
@@ -39,7 +39,8 @@ typedef enum {
     EE_ERR_VERSION = -4,     /* libLiteRt.so is not the pinned version, or the description's ABI differs */
     EE_ERR_NO_MEMORY = -5,
     EE_ERR_MODEL = -6,       /* a stage model does not match the bundle description (corrupt/other bundle) */
-    EE_ERR_NOT_FOUND = -7    /* libLiteRt.so is missing or cannot be loaded (path, architecture, dependencies) */
+    EE_ERR_NOT_FOUND = -7,   /* libLiteRt.so is missing or cannot be loaded (path, architecture, dependencies) */
+    EE_ERR_STALE = -8        /* the bundle's exit decision rule changed since this harness was generated */
 } ee_status;
 
 /* A short static description of a status ("invalid argument", ...). Never NULL. */
@@ -54,8 +55,12 @@ typedef enum {
     EE_POLICY_MAX_PROB = 0, /* fires when max softmax >= t */
     EE_POLICY_ENTROPY = 1,  /* fires when entropy / log(C) <= t */
     EE_POLICY_MARGIN = 2,   /* fires when p1 - p2 >= t */
-    EE_POLICY_PATIENCE = 3  /* fires when the top-1 class stayed the same over t consecutive exits (PABEE) */
+    EE_POLICY_PATIENCE = 3, /* fires when the top-1 class stayed the same over t consecutive exits (PABEE) */
+    EE_POLICY_LEARNED = 4   /* fires when sigmoid(w . (p1, p1 - p2, entropy/log(C), agree) + b) >= t; w, b per
+                               exit from the bundle (eecompile calibrate fits them) */
 } ee_policy;
+
+#define EE_GATE_SIZE 5 /* the learned gate per exit: 4 weights and a bias */
 
 typedef enum { EE_ROLE_INPUT = 0, EE_ROLE_STATE = 1, EE_ROLE_LOGITS = 2 } ee_role;
 typedef enum { EE_GRAPH_FUSED = 0, EE_GRAPH_SEGMENT = 1, EE_GRAPH_HEAD = 2 } ee_graph_kind;
@@ -96,6 +101,8 @@ typedef struct {
 typedef struct {
     int32_t n_graphs; /* 1 (fused) or 2 (segment, head) */
     const ee_graph_desc *graphs;
+    const ee_graph_desc *trunk; /* the segment without its exit head, run when the exit is dropped; NULL: none
+                                   (a split-heads stage then runs its segment graph alone) */
 } ee_stage_desc;
 
 typedef struct {
@@ -108,6 +115,10 @@ typedef struct {
     ee_policy policy;
     const float *thresholds;        /* n_stages entries; the last exit always fires */
     const char *const *class_names; /* n_classes entries */
+    const bool *kept;               /* n_stages: false where calibration dropped the exit (its head is not run) */
+    const float *gates;             /* EE_POLICY_LEARNED: n_stages x EE_GATE_SIZE; else NULL */
+    const float *p99_latency_us;    /* the anytime table: profiled p99 time to complete exit k; NULL: none */
+    const char *decision_hash;      /* the bundle's decision.hash when generated ("": not checked) */
 } ee_bundle_desc;
 
 /* ---- sessions --------------------------------------------------------------------------- */
@@ -123,6 +134,8 @@ typedef struct {
     bool check_version;      /* refuse a libLiteRt.so that is not EE_LITERT_VERSION (default true) */
     ee_log_fn log_fn;        /* NULL: errors go to stderr */
     void *log_user_data;
+    bool allow_stale_decision; /* a bundle re-calibrated since generation: warn and run the compiled-in rule
+                                  instead of refusing with EE_ERR_STALE (default false) */
 } ee_session_params;
 
 ee_session_params ee_session_default_params(void);
@@ -134,12 +147,19 @@ ee_status ee_session_create(const ee_bundle_desc *desc, const ee_session_params 
 void ee_session_free(ee_session *s);
 
 /* Override the policy and the per-exit thresholds (n == n_stages or n_stages - 1).
- * max-prob/entropy/margin thresholds must lie in [0, 1]; patience: whole numbers >= 1. */
+ * max-prob/entropy/margin/learned thresholds must lie in [0, 1]; patience: whole numbers >= 1.
+ * EE_POLICY_LEARNED needs the bundle's gates (EE_ERR_INVALID_ARG without them). */
 ee_status ee_session_set_policy(ee_session *s, ee_policy policy, const float *thresholds, int32_t n);
 
+/* Which exits are evaluated (n == n_stages; the last is always kept): a dropped exit's head
+ * is not run (its stage runs the trunk graph) and it never fires. Starts as the bundle's. */
+ee_status ee_session_set_kept(ee_session *s, const bool *kept, int32_t n);
+
 typedef struct {
-    int32_t max_exit;   /* stop at this exit at the latest; -1: the last exit */
-    bool no_early_exit; /* evaluate every exit (for validation); the result is the last run exit */
+    int32_t max_exit;    /* stop at this exit at the latest; -1: the last exit */
+    bool no_early_exit;  /* evaluate every kept exit; the result is the last run exit */
+    int64_t deadline_us; /* > 0: also stop at the deepest exit whose profiled p99 completion fits
+                            (the bundle's anytime table; EE_ERR_INVALID_ARG without one) */
 } ee_run_options;
 
 ee_run_options ee_run_default_options(void);

@@ -72,6 +72,7 @@ void *ee_decider_logits(ee_decider *d, int32_t k) { return d->block[k] + EE_TAB_
 ee_status ee_decider_set_policy(ee_decider *d, ee_policy policy, const float *thresholds, int32_t n) {
     if (d == NULL || thresholds == NULL || (int)policy < 0 || (int)policy >= EE_N_POLICIES) return EE_ERR_INVALID_ARG;
     if (n != d->n_exits && n != d->n_exits - 1) return EE_ERR_INVALID_ARG;
+    if (policy == EE_POLICY_LEARNED && !d->has_gates) return EE_ERR_INVALID_ARG;
     int32_t n_check = d->n_exits - 1 < n ? d->n_exits - 1 : n; /* the final exit's threshold is unused */
     float lo = ee_policy_threshold_lo[policy], hi = ee_policy_threshold_hi[policy];
     for (int32_t i = 0; i < n_check; i++) {
@@ -82,6 +83,21 @@ ee_status ee_decider_set_policy(ee_decider *d, ee_policy policy, const float *th
     d->policy = policy;
     for (int32_t i = 0; i < d->n_exits - 1; i++) d->thresholds[i] = thresholds[i];
     d->thresholds[d->n_exits - 1] = 0.0f;
+    return EE_OK;
+}
+
+ee_status ee_decider_set_gates(ee_decider *d, const float *gates) {
+    if (d == NULL) return EE_ERR_INVALID_ARG;
+    if (gates == NULL) {
+        if (d->policy == EE_POLICY_LEARNED) return EE_ERR_INVALID_ARG;
+        d->has_gates = false;
+        return EE_OK;
+    }
+    for (int32_t i = 0; i < d->n_exits * EE_GATE_SIZE; i++)
+        if (!isfinite(gates[i])) return EE_ERR_INVALID_ARG;
+    for (int32_t k = 0; k < d->n_exits; k++)
+        for (int j = 0; j < EE_GATE_SIZE; j++) d->gates[k][j] = gates[k * EE_GATE_SIZE + j];
+    d->has_gates = true;
     return EE_OK;
 }
 
@@ -104,6 +120,13 @@ static int32_t top_code(const int8_t *q, int32_t c, int32_t *best) {
     return (int32_t)m - 128;
 }
 
+/* The learned gate: sigmoid(w . (p1, p1 - p2, h, agree) + b), as eecompile/core/policies.py. */
+static float gate(const ee_decider *d, int32_t k, float p1, float p2, float h, int32_t streak) {
+    const float *g = d->gates[k];
+    float z = g[0] * p1 + g[1] * (p1 - p2) + g[2] * h + g[3] * (streak > 0 ? 1.0f : 0.0f) + g[4];
+    return 1.0f / (1.0f + expf(-z));
+}
+
 /* Apply the policy to the exit's scores. p1: top probability, p2: second, h: normalised entropy. */
 static bool fires(const ee_decider *d, int32_t k, float p1, float p2, float h, int32_t streak) {
     float t = d->thresholds[k];
@@ -112,6 +135,7 @@ static bool fires(const ee_decider *d, int32_t k, float p1, float p2, float h, i
     case EE_POLICY_ENTROPY: return h <= t;
     case EE_POLICY_MARGIN: return p1 - p2 >= t;
     case EE_POLICY_PATIENCE: return (float)streak >= t;
+    case EE_POLICY_LEARNED: return gate(d, k, p1, p2, h, streak) >= t;
     }
     return false;
 }
@@ -141,10 +165,10 @@ static void scores_int8(const ee_decider *d, int32_t k, const int8_t *q, int32_t
     for (; i < c; i++) acc[0] += et[qmax - q[i]];
     *sum = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
     *ez = 0.0f;
-    if (d->policy == EE_POLICY_ENTROPY)
+    if (d->policy == EE_POLICY_ENTROPY || d->policy == EE_POLICY_LEARNED)
         for (i = 0; i < c; i++) *ez += d->ez_tab[k][qmax - q[i]];
     *p2_num = 0.0f;
-    if (d->policy == EE_POLICY_MARGIN) {
+    if (d->policy == EE_POLICY_MARGIN || d->policy == EE_POLICY_LEARNED) {
         int32_t q2 = -1000; /* the second-highest code (a tie with the top counts) */
         for (i = 0; i < c; i++)
             if (i != *best && q[i] > q2) q2 = q[i];
@@ -192,8 +216,9 @@ bool ee_decide(ee_decider *d, int32_t k, ee_decide_state *st, int32_t *pred, flo
         scores_f32(d, raw, &best, &sum, &ez, &p2);
         p1 = d->probs[best];
     }
-    /* H = log S - (1/S) sum e_i z_i, normalised by log C; only the entropy policy reads it */
-    float h = d->policy == EE_POLICY_ENTROPY ? (logf(sum) - ez / sum) / d->log_c : 0.0f;
+    /* H = log S - (1/S) sum e_i z_i, normalised by log C; only the entropy and learned policies read it */
+    bool need_h = d->policy == EE_POLICY_ENTROPY || d->policy == EE_POLICY_LEARNED;
+    float h = need_h ? (logf(sum) - ez / sum) / d->log_c : 0.0f;
     st->streak = best == st->prev_pred ? st->streak + 1 : 0;
     st->prev_pred = best;
     *pred = best;

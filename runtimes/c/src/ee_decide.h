@@ -30,6 +30,8 @@ typedef struct {
     size_t logits_bytes[EE_MAX_STAGES];
     float *probs;                     /* n_classes: the softmax at the exit taken */
     float *logits_f;                  /* n_classes scratch (float logits) */
+    bool has_gates;
+    float gates[EE_MAX_STAGES][EE_GATE_SIZE]; /* EE_POLICY_LEARNED: w (p1, margin, entropy, agree), b */
 } ee_decider;
 
 /* Patience needs the previous exit's prediction. */
@@ -47,8 +49,11 @@ void ee_decider_free(ee_decider *d); /* NULL-safe; the struct itself is the call
 void *ee_decider_logits(ee_decider *d, int32_t k);
 
 /* Policy and thresholds (n == n_exits or n_exits - 1; the final exit always fires). Checks
- * each threshold against the policy's range (ee_names.h). */
+ * each threshold against the policy's range (ee_names.h); EE_POLICY_LEARNED needs gates. */
 ee_status ee_decider_set_policy(ee_decider *d, ee_policy policy, const float *thresholds, int32_t n);
+
+/* The learned policy's gates: n_exits x EE_GATE_SIZE finite floats (NULL: none). */
+ee_status ee_decider_set_gates(ee_decider *d, const float *gates);
 
 ee_decide_state ee_decide_start(void);
 

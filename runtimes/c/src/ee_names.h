@@ -8,11 +8,11 @@
 #define EE_NAMES_TABLE static const
 #endif
 
-#define EE_N_POLICIES 4
-EE_NAMES_TABLE char *const ee_policy_names[EE_N_POLICIES] = {"max-prob", "entropy", "margin", "patience"};
-EE_NAMES_TABLE float ee_policy_default_threshold[EE_N_POLICIES] = {0.9f, 0.2f, 0.8f, 2.0f};
-EE_NAMES_TABLE float ee_policy_threshold_lo[EE_N_POLICIES] = {0.0f, 0.0f, 0.0f, 1.0f};
-EE_NAMES_TABLE float ee_policy_threshold_hi[EE_N_POLICIES] = {1.0f, 1.0f, 1.0f, 1000000.0f};
-EE_NAMES_TABLE int ee_policy_integer[EE_N_POLICIES] = {0, 0, 0, 1};
+#define EE_N_POLICIES 5
+EE_NAMES_TABLE char *const ee_policy_names[EE_N_POLICIES] = {"max-prob", "entropy", "margin", "patience", "learned"};
+EE_NAMES_TABLE float ee_policy_default_threshold[EE_N_POLICIES] = {0.9f, 0.2f, 0.8f, 2.0f, 0.5f};
+EE_NAMES_TABLE float ee_policy_threshold_lo[EE_N_POLICIES] = {0.0f, 0.0f, 0.0f, 1.0f, 0.0f};
+EE_NAMES_TABLE float ee_policy_threshold_hi[EE_N_POLICIES] = {1.0f, 1.0f, 1.0f, 1000000.0f, 1.0f};
+EE_NAMES_TABLE int ee_policy_integer[EE_N_POLICIES] = {0, 0, 0, 1, 0};
 
 #endif /* EE_NAMES_H */

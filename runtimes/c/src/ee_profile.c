@@ -107,9 +107,14 @@ static void print_stats(const int64_t *v, size_t n, int64_t *scratch) {
     mean /= (double)n;
     for (size_t i = 0; i < n; i++) var += ((double)v[i] - mean) * ((double)v[i] - mean);
     double sd = n > 1 ? sqrt(var / (double)(n - 1)) : 0.0;
-    printf("{\"n\": %zu, \"mean\": %.1f, \"std\": %.1f, \"min\": %lld, \"p10\": %.1f, \"p50\": %.1f, \"p90\": %.1f, "
-           "\"p99\": %.1f, \"max\": %lld}",
-           n, mean, sd, (long long)scratch[0], pct(scratch, n, 0.10), pct(scratch, n, 0.50),
+    /* the mean of the central 98% (1% cut at each end): a mean that one interrupt cannot move */
+    size_t cut = n / 100, m = n - 2 * cut;
+    double tmean = 0.0;
+    for (size_t i = cut; i < n - cut; i++) tmean += (double)scratch[i];
+    tmean /= (double)(m ? m : 1);
+    printf("{\"n\": %zu, \"mean\": %.1f, \"tmean\": %.1f, \"std\": %.1f, \"min\": %lld, \"p10\": %.1f, "
+           "\"p50\": %.1f, \"p90\": %.1f, \"p99\": %.1f, \"max\": %lld}",
+           n, mean, tmean, sd, (long long)scratch[0], pct(scratch, n, 0.10), pct(scratch, n, 0.50),
            pct(scratch, n, 0.90), pct(scratch, n, 0.99), (long long)scratch[n - 1]);
 }
 
@@ -136,6 +141,7 @@ static int usage(const char *msg, const char *arg) {
 static int parse_args(int argc, char **argv, prof_args *a) {
     a->params = ee_session_default_params();
     a->params.bundle_dir = argv[1];
+    a->params.allow_stale_decision = true; /* the models are measured, whatever rule decides the exits */
     a->inputs_path = argv[2];
     a->runs = 100;
     a->warmup = 10;
@@ -350,7 +356,9 @@ typedef struct {
     int64_t *total;    /* [round][exit] */
     int64_t *stage;    /* [round][exit][stage] */
     int64_t *decision; /* [round][exit]: the sum of the decisions on the way */
+    int64_t *trunk;    /* [round][stage]: the full path with every early exit dropped (trunk graphs) */
     size_t cap, n;
+    bool has_trunks;
 } latency_buf;
 
 /* "progress PHASE i/n" on stderr, at most 5 lines a second (force: the phase's last line). */
@@ -370,14 +378,27 @@ static int latency_grow(latency_buf *b, int32_t k_exits, size_t min_cap) {
     if (st != NULL) b->stage = st;
     int64_t *de = realloc(b->decision, cap * (size_t)k_exits * sizeof(int64_t));
     if (de != NULL) b->decision = de;
-    if (tot == NULL || st == NULL || de == NULL) return -1;
+    int64_t *tr = realloc(b->trunk, cap * (size_t)(k_exits + 1) * sizeof(int64_t));
+    if (tr != NULL) b->trunk = tr;
+    if (tot == NULL || st == NULL || de == NULL || tr == NULL) return -1;
     b->cap = cap;
     return 0;
 }
 
-/* One round: every exit once, the order rotated each round. */
+/* One round: every exit once, the order rotated each round; with trunks, also the full path
+ * with every early exit dropped (each stage's segment alone: what a dropped exit's stage costs). */
 static int latency_round(ee_session *s, const prof_inputs *in, latency_buf *b, int32_t k_exits) {
     ee_result r;
+    if (b->has_trunks) {
+        bool none[EE_MAX_STAGES], all[EE_MAX_STAGES];
+        for (int32_t k = 0; k < k_exits; k++) none[k] = false, all[k] = true;
+        ee_session_set_kept(s, none, k_exits);
+        ee_status st = run_one(s, in, b->n, k_exits - 1, &r);
+        ee_session_set_kept(s, all, k_exits);
+        if (st != EE_OK) return -1;
+        for (int32_t k = 0; k < k_exits; k++) b->trunk[b->n * (size_t)(k_exits + 1) + (size_t)k] = r.t_stage_ns[k];
+        b->trunk[b->n * (size_t)(k_exits + 1) + (size_t)k_exits] = r.t_total_ns;
+    }
     for (int32_t j = 0; j < k_exits; j++) {
         int32_t k = (int32_t)((b->n + (size_t)j) % (size_t)k_exits);
         if (run_one(s, in, b->n * (size_t)k_exits + (size_t)j, k, &r) != EE_OK) return -1;
@@ -413,7 +434,20 @@ static void print_latency(const latency_buf *b, int32_t k_exits, const prof_args
         }
         printf("]}");
     }
-    printf("]}\n");
+    printf("]");
+    if (b->has_trunks) { /* the stages with their exit dropped: stage s's segment alone */
+        printf(", \"trunk\": {\"total\": ");
+        for (size_t i = 0; i < b->n; i++) col[i] = b->trunk[i * (size_t)(k_exits + 1) + (size_t)k_exits];
+        print_stats(col, b->n, scratch);
+        printf(", \"stages\": [");
+        for (int32_t st = 0; st < k_exits; st++) {
+            for (size_t i = 0; i < b->n; i++) col[i] = b->trunk[i * (size_t)(k_exits + 1) + (size_t)st];
+            if (st) printf(", ");
+            print_stats(col, b->n, scratch);
+        }
+        printf("]}");
+    }
+    printf("}\n");
 }
 
 static int latency_phase(ee_session *s, const prof_inputs *in, const prof_args *a) {
@@ -424,7 +458,8 @@ static int latency_phase(ee_session *s, const prof_inputs *in, const prof_args *
         for (int32_t k = 0; k < k_exits; k++)
             if (run_one(s, in, (size_t)(w * k_exits + k), k, &r) != EE_OK) return -1;
     /* rounds: at least --runs and --min-secs, at most --max-secs */
-    latency_buf b = {NULL, NULL, NULL, 0, 0};
+    latency_buf b = {NULL, NULL, NULL, NULL, 0, 0, false};
+    for (int32_t k = 0; k + 1 < k_exits; k++) b.has_trunks |= EE_BUNDLE.stages[k].trunk != NULL;
     sampler trace;
     bool tracing = a->n_sample_files > 0 && sampler_start(&trace, a, a->trace_ms, a->max_secs) == 0;
     int rc = 0;
@@ -463,6 +498,7 @@ static int latency_phase(ee_session *s, const prof_inputs *in, const prof_args *
     free(b.total);
     free(b.stage);
     free(b.decision);
+    free(b.trunk);
     return rc;
 }
 
@@ -504,6 +540,9 @@ int main(int argc, char **argv) {
         free(in.data);
         return 1;
     }
+    bool all[EE_MAX_STAGES];
+    for (int32_t k = 0; k < EE_BUNDLE.n_stages; k++) all[k] = true;
+    ee_session_set_kept(s, all, EE_BUNDLE.n_stages); /* every exit measured, whatever the bundle drops */
     printf("{\"phase\": \"load\", \"t_load_ns\": %lld, \"vm_hwm_kb\": %ld}\n", (long long)t_load, vm_hwm_kb());
     fflush(stdout);
     ee_result r;

@@ -1,8 +1,9 @@
 /*
  * ee_run -- command-line runner over the harness, built per bundle (links ee_bundle_gen.c).
  *
- *   ee_run BUNDLE_DIR INPUTS [--f32] [--max-exit K] [--policy P] [--thresholds a,b,...]
- *          [--threads N] [--litert PATH] [--all-exits] [--dump-logits FILE] [--json]
+ *   ee_run BUNDLE_DIR INPUTS [--f32] [--max-exit K] [--deadline-us US] [--policy P] [--thresholds a,b,...]
+ *          [--kept 1,0,1,...] [--threads N] [--litert PATH] [--all-exits] [--dump-logits FILE] [--json]
+ *          [--allow-stale]
  *
  * INPUTS: a .npy file (float32, quantized by the harness, or int8 already quantized; shape
  * (N, *input) in the model's layout, NHWC for images), or raw samples back to back in the
@@ -30,9 +31,9 @@ static void print_json_chars(const char *str) {
 static int usage(const char *msg, const char *arg) {
     if (msg != NULL) fprintf(stderr, "ee_run: %s%s%s\n", msg, arg ? ": " : "", arg ? arg : "");
     fprintf(stderr,
-            "usage: ee_run BUNDLE_DIR INPUTS(.npy|raw) [--f32] [--max-exit K] [--policy NAME]\n"
-            "              [--thresholds a,b,...] [--threads N] [--litert PATH] [--all-exits]\n"
-            "              [--dump-logits FILE] [--json]\n"
+            "usage: ee_run BUNDLE_DIR INPUTS(.npy|raw) [--f32] [--max-exit K] [--deadline-us US] [--policy NAME]\n"
+            "              [--thresholds a,b,...] [--kept 1,0,1,...] [--threads N] [--litert PATH] [--all-exits]\n"
+            "              [--dump-logits FILE] [--json] [--allow-stale]\n"
             "policies:");
     for (int i = 0; i < EE_N_POLICIES; i++) fprintf(stderr, " %s", ee_policy_names[i]);
     fprintf(stderr, "\n");
@@ -48,6 +49,8 @@ typedef struct {
     ee_policy policy;
     float thresholds[EE_MAX_STAGES];
     int32_t n_thresholds;
+    float kept_f[EE_MAX_STAGES];
+    int32_t n_kept;
 } ee_run_args;
 
 /* Returns -1 when the arguments are fine, else the exit status of the usage error. */
@@ -63,8 +66,10 @@ static int parse_args(int argc, char **argv, ee_run_args *a) {
         if (strcmp(o, "--f32") == 0) { a->f32 = true; continue; }
         if (strcmp(o, "--json") == 0) { a->json = true; continue; }
         if (strcmp(o, "--all-exits") == 0) { a->ropts.no_early_exit = true; continue; }
+        if (strcmp(o, "--allow-stale") == 0) { a->params.allow_stale_decision = true; continue; }
         bool known = strcmp(o, "--max-exit") == 0 || strcmp(o, "--threads") == 0 || strcmp(o, "--policy") == 0 ||
-                     strcmp(o, "--thresholds") == 0 || strcmp(o, "--litert") == 0 || strcmp(o, "--dump-logits") == 0;
+                     strcmp(o, "--thresholds") == 0 || strcmp(o, "--litert") == 0 || strcmp(o, "--dump-logits") == 0 ||
+                     strcmp(o, "--deadline-us") == 0 || strcmp(o, "--kept") == 0;
         if (!known) return usage("unknown option", o);
         if (v == NULL) return usage("missing value after", o);
         i++;
@@ -81,6 +86,12 @@ static int parse_args(int argc, char **argv, ee_run_args *a) {
         } else if (strcmp(o, "--thresholds") == 0) {
             a->n_thresholds = ee_parse_floats(v, a->thresholds, EE_MAX_STAGES);
             if (a->n_thresholds <= 0) return usage("--thresholds takes comma-separated numbers", v);
+        } else if (strcmp(o, "--deadline-us") == 0) {
+            if (ee_parse_long(v, 1, 1000000000L, &n) != 0) return usage("--deadline-us takes a positive integer", v);
+            a->ropts.deadline_us = n;
+        } else if (strcmp(o, "--kept") == 0) {
+            a->n_kept = ee_parse_floats(v, a->kept_f, EE_MAX_STAGES);
+            if (a->n_kept != EE_BUNDLE.n_stages) return usage("--kept takes one 0 or 1 per exit", v);
         } else if (strcmp(o, "--litert") == 0) {
             a->params.litert_path = v;
         } else {
@@ -93,6 +104,12 @@ static int parse_args(int argc, char **argv, ee_run_args *a) {
 /* --policy/--thresholds: the bundle's thresholds for its own policy, else the policy's default;
  * one value applies to every early exit. */
 static ee_status apply_policy(ee_session *s, ee_run_args *a) {
+    if (a->n_kept > 0) {
+        bool kept[EE_MAX_STAGES];
+        for (int32_t k = 0; k < a->n_kept; k++) kept[k] = a->kept_f[k] != 0.0f;
+        ee_status es = ee_session_set_kept(s, kept, a->n_kept);
+        if (es != EE_OK) return es;
+    }
     if (!a->policy_set && a->n_thresholds == 0) return EE_OK;
     if (a->n_thresholds == 0) {
         a->n_thresholds = EE_BUNDLE.n_stages;
@@ -161,7 +178,8 @@ int main(int argc, char **argv) {
     ee_session *s = NULL;
     ee_status st = ee_session_create(&EE_BUNDLE, &a.params, &s);
     if (st != EE_OK) {
-        fprintf(stderr, "ee_run: cannot create session: %s\n", ee_status_str(st));
+        fprintf(stderr, "ee_run: cannot create session: %s%s\n", ee_status_str(st),
+                st == EE_ERR_STALE ? " (regenerate the harness, or pass --allow-stale to run the old rule)" : "");
         ee_input_file_close(&in);
         return 1;
     }

@@ -17,7 +17,7 @@
 #include "ee_decide.h"
 #include "ee_internal.h"
 
-#define EE_MAX_GRAPHS (2 * EE_MAX_STAGES)
+#define EE_MAX_GRAPHS (3 * EE_MAX_STAGES) /* up to 2 graphs and a trunk per stage */
 
 /* One model file, opened and compiled once. A packed bundle has one file holding every
  * graph as a signature, so all stages share one interpreter and one XNNPACK thread pool. */
@@ -39,6 +39,7 @@ typedef struct {
     LiteRtTensorBuffer in_bufs[EE_MAX_GRAPH_IO];  /* signature order */
     LiteRtTensorBuffer out_bufs[EE_MAX_GRAPH_IO]; /* signature order */
     bool in_owned[EE_MAX_GRAPH_IO];
+    bool out_shared[EE_MAX_GRAPH_IO]; /* a trunk writes into its fused graph's state buffers */
     int in_sig[EE_MAX_GRAPH_IO];  /* desc input i -> signature input index */
     int out_sig[EE_MAX_GRAPH_IO]; /* desc output i -> signature output index */
     /* where desc input i comes from: producer graph and its desc output index (-1: model input) */
@@ -62,7 +63,10 @@ struct ee_session {
     ee_model_rt models[EE_MAX_GRAPHS];
     int n_graphs;
     ee_graph_rt graphs[EE_MAX_GRAPHS];
+    int n_stage_graphs;                 /* graphs[0 .. n_stage_graphs) are the stages', then the trunks */
     int stage_first_graph[EE_MAX_STAGES];
+    int trunk_graph[EE_MAX_STAGES];     /* the stage's trunk in graphs[], -1: none */
+    bool kept[EE_MAX_STAGES];           /* a dropped exit: its head is not run, it never fires */
     ee_decider decider; /* policy, thresholds, per-exit tables and the logits copies */
 };
 
@@ -74,6 +78,7 @@ const char *ee_status_str(ee_status status) {
     case EE_ERR_BACKEND: return "LiteRT backend error";
     case EE_ERR_VERSION: return "version mismatch (libLiteRt.so or bundle description)";
     case EE_ERR_NOT_FOUND: return "libLiteRt.so not found or not loadable";
+    case EE_ERR_STALE: return "the bundle's exit decision rule changed since this harness was generated";
     case EE_ERR_NO_MEMORY: return "out of memory";
     case EE_ERR_MODEL: return "stage model does not match the bundle description";
     }
@@ -109,8 +114,8 @@ ee_session_params ee_session_default_params(void) {
 
 ee_run_options ee_run_default_options(void) {
     ee_run_options o;
+    memset(&o, 0, sizeof o);
     o.max_exit = -1;
-    o.no_early_exit = false;
     return o;
 }
 
@@ -314,7 +319,7 @@ static void wire_sources(ee_session *s) {
 }
 
 static ee_status make_buffers(ee_session *s) {
-    for (int gi = 0; gi < s->n_graphs; gi++) {
+    for (int gi = 0; gi < s->n_stage_graphs; gi++) {
         ee_graph_rt *gr = &s->graphs[gi];
         for (size_t o = 0; o < gr->n_out; o++) {
             ee_status es = make_buffer(s, gr, false, o, &gr->out_bufs[o]);
@@ -344,6 +349,64 @@ static ee_status make_buffers(ee_session *s) {
     return EE_OK;
 }
 
+/* A trunk takes its fused graph's inputs and writes the fused graph's state outputs: it shares
+ * their buffers, so the next stage's (zero-copy) input is right whichever of the two ran. */
+static ee_status share_trunk_buffers(ee_session *s, ee_graph_rt *tr, const ee_graph_rt *fu) {
+    const ee_graph_desc *t = tr->d, *f = fu->d;
+    int32_t n_state = 0;
+    for (int32_t o = 0; o < f->n_outputs; o++) n_state += f->outputs[o].role == EE_ROLE_STATE;
+    bool ok = f->kind == EE_GRAPH_FUSED && t->n_inputs == f->n_inputs && t->n_outputs == n_state;
+    for (int32_t i = 0; ok && i < t->n_inputs; i++)
+        ok = t->inputs[i].n_bytes == f->inputs[i].n_bytes && t->inputs[i].dtype == f->inputs[i].dtype;
+    for (int32_t o = 0, st = 0; ok && o < f->n_outputs; o++) {
+        if (f->outputs[o].role != EE_ROLE_STATE) continue;
+        ok = t->outputs[st].n_bytes == f->outputs[o].n_bytes && t->outputs[st].dtype == f->outputs[o].dtype &&
+             t->outputs[st].role == EE_ROLE_STATE;
+        if (ok) {
+            tr->out_bufs[tr->out_sig[st]] = fu->out_bufs[fu->out_sig[o]];
+            tr->out_shared[tr->out_sig[st]] = true;
+        }
+        st++;
+    }
+    if (!ok) {
+        ee_log(&s->params, EE_LOG_ERROR, "%s: the trunk graph does not match its stage's inputs and state outputs",
+               t->file);
+        return EE_ERR_MODEL;
+    }
+    for (int32_t i = 0; i < t->n_inputs; i++) {
+        tr->in_bufs[tr->in_sig[i]] = fu->in_bufs[fu->in_sig[i]];
+        tr->in_owned[tr->in_sig[i]] = false;
+        tr->src_graph[i] = fu->src_graph[i]; /* requantized from the same producer as the fused graph */
+        tr->src_out[i] = fu->src_out[i];
+    }
+    tr->logits_out = -1;
+    return EE_OK;
+}
+
+/* The bundle's decision.hash against the one compiled in: a bundle re-calibrated after this
+ * harness was generated must not silently run the old thresholds. */
+static ee_status check_decision_hash(const ee_session *s) {
+    const char *want = s->desc->decision_hash;
+    if (want == NULL || want[0] == '\0') return EE_OK;
+    char path[2048], got[40] = {0};
+    snprintf(path, sizeof path, "%s/decision.hash", s->params.bundle_dir);
+    FILE *f = fopen(path, "r");
+    size_t n = f != NULL ? fread(got, 1, sizeof got - 1, f) : 0;
+    if (f != NULL) fclose(f);
+    while (n > 0 && (got[n - 1] == '\n' || got[n - 1] == '\r' || got[n - 1] == ' ')) got[--n] = '\0';
+    if (f == NULL) {
+        ee_log(&s->params, EE_LOG_WARN, "%s is missing: cannot tell whether the bundle was re-calibrated since "
+               "this harness was generated", path);
+        return EE_OK;
+    }
+    if (strcmp(got, want) == 0) return EE_OK;
+    ee_log(&s->params, s->params.allow_stale_decision ? EE_LOG_WARN : EE_LOG_ERROR,
+           "the bundle's exit decision rule (%s) is not the one this harness was generated for (%s): it was "
+           "re-calibrated or re-exported; regenerate the harness with eecompile harness%s", got, want,
+           s->params.allow_stale_decision ? " (running the compiled-in rule)" : "");
+    return s->params.allow_stale_decision ? EE_OK : EE_ERR_STALE;
+}
+
 static ee_status check_desc(const ee_bundle_desc *d, const ee_session_params *p) {
     if (d->abi_version != EE_ABI_VERSION) {
         ee_log(p, EE_LOG_ERROR, "bundle description has ABI %u, this harness %d: regenerate with eecompile harness",
@@ -371,8 +434,16 @@ static ee_status check_desc(const ee_bundle_desc *d, const ee_session_params *p)
 ee_status ee_session_set_policy(ee_session *s, ee_policy policy, const float *thresholds, int32_t n) {
     if (s == NULL) return EE_ERR_INVALID_ARG;
     ee_status es = ee_decider_set_policy(&s->decider, policy, thresholds, n);
-    if (es != EE_OK) ee_log(&s->params, EE_LOG_ERROR, "policy %d or a threshold is out of range for it", (int)policy);
+    if (es != EE_OK)
+        ee_log(&s->params, EE_LOG_ERROR, "policy %d or a threshold is out of range for it%s", (int)policy,
+               policy == EE_POLICY_LEARNED && !s->decider.has_gates ? " (the bundle has no learned gates)" : "");
     return es;
+}
+
+ee_status ee_session_set_kept(ee_session *s, const bool *kept, int32_t n) {
+    if (s == NULL || kept == NULL || n != s->desc->n_stages) return EE_ERR_INVALID_ARG;
+    for (int32_t k = 0; k < n; k++) s->kept[k] = kept[k] || k == n - 1;
+    return EE_OK;
 }
 
 ee_status ee_session_create(const ee_bundle_desc *desc, const ee_session_params *params, ee_session **out) {
@@ -401,6 +472,8 @@ ee_status ee_session_create(const ee_bundle_desc *desc, const ee_session_params 
         es = EE_ERR_BACKEND;
         goto fail;
     }
+    es = check_decision_hash(s);
+    if (es != EE_OK) goto fail;
     for (int32_t k = 0; k < desc->n_stages; k++) {
         s->stage_first_graph[k] = s->n_graphs;
         for (int32_t j = 0; j < desc->stages[k].n_graphs; j++) {
@@ -410,8 +483,22 @@ ee_status ee_session_create(const ee_bundle_desc *desc, const ee_session_params 
             if (es != EE_OK) goto fail;
         }
     }
+    s->n_stage_graphs = s->n_graphs;
+    for (int32_t k = 0; k < desc->n_stages; k++) {
+        s->trunk_graph[k] = -1;
+        s->kept[k] = desc->kept == NULL || desc->kept[k] || k == desc->n_stages - 1;
+        if (desc->stages[k].trunk == NULL) continue;
+        s->trunk_graph[k] = s->n_graphs;
+        ee_graph_rt *gr = &s->graphs[s->n_graphs++];
+        gr->d = desc->stages[k].trunk;
+        es = open_graph(s, gr);
+        if (es != EE_OK) goto fail;
+    }
     wire_sources(s);
     es = make_buffers(s);
+    for (int32_t k = 0; es == EE_OK && k < desc->n_stages; k++)
+        if (s->trunk_graph[k] >= 0)
+            es = share_trunk_buffers(s, &s->graphs[s->trunk_graph[k]], &s->graphs[s->stage_first_graph[k]]);
     if (es != EE_OK) goto fail;
     ee_logits_format fmt[EE_MAX_STAGES];
     for (int32_t k = 0; k < desc->n_stages; k++) {
@@ -435,6 +522,7 @@ ee_status ee_session_create(const ee_bundle_desc *desc, const ee_session_params 
     }
     es = ee_decider_init(&s->decider, desc->n_stages, desc->n_classes, fmt);
     if (es == EE_ERR_MODEL) ee_log(&s->params, EE_LOG_ERROR, "int8 logits without quantization parameters");
+    if (es == EE_OK && desc->gates != NULL) es = ee_decider_set_gates(&s->decider, desc->gates);
     if (es != EE_OK) goto fail;
     es = ee_session_set_policy(s, desc->policy, desc->thresholds, desc->n_stages);
     if (es != EE_OK) goto fail;
@@ -451,7 +539,7 @@ void ee_session_free(ee_session *s) {
         ee_graph_rt *gr = &s->graphs[gi];
         for (size_t i = 0; i < EE_MAX_GRAPH_IO; i++) {
             if (gr->in_bufs[i] != NULL && gr->in_owned[i]) s->api.LiteRtDestroyTensorBuffer(gr->in_bufs[i]);
-            if (gr->out_bufs[i] != NULL) s->api.LiteRtDestroyTensorBuffer(gr->out_bufs[i]);
+            if (gr->out_bufs[i] != NULL && !gr->out_shared[i]) s->api.LiteRtDestroyTensorBuffer(gr->out_bufs[i]);
         }
     }
     for (int mi = s->n_models - 1; mi >= 0; mi--) {
@@ -520,6 +608,12 @@ static ee_status run_from_stage0(ee_session *s, const ee_run_options *opts, ee_r
     ee_decider *dec = &s->decider;
     int32_t last = d->n_stages - 1;
     if (opts->max_exit >= 0) last = opts->max_exit;
+    if (opts->deadline_us > 0) { /* the deepest exit whose profiled p99 completion fits */
+        int32_t fit = 0;
+        for (int32_t k = 0; k < d->n_stages; k++)
+            if ((double)d->p99_latency_us[k] <= (double)opts->deadline_us) fit = k;
+        if (fit < last) last = fit;
+    }
     memset(out, 0, sizeof *out);
     out->n_classes = d->n_classes;
     out->probs = dec->probs;
@@ -527,6 +621,16 @@ static ee_status run_from_stage0(ee_session *s, const ee_run_options *opts, ee_r
     int64_t t_start = ee_now_ns(), t0 = t_start; /* each stage's clock starts where the last decision ended */
     for (int32_t k = 0; k <= last; k++) {
         const ee_stage_desc *st = &d->stages[k];
+        if (k != last && !s->kept[k]) { /* a dropped exit: the segment alone, no head, no decision */
+            ee_graph_rt *g = s->trunk_graph[k] >= 0 ? &s->graphs[s->trunk_graph[k]] : &s->graphs[s->stage_first_graph[k]];
+            ee_status es = run_graph(s, g);
+            if (es != EE_OK) return es;
+            int64_t t1 = ee_now_ns();
+            out->t_stage_ns[k] = t1 - t0;
+            t0 = t1;
+            out->n_stages_run = k + 1;
+            continue;
+        }
         for (int32_t j = 0; j < st->n_graphs; j++) {
             ee_status es = run_graph(s, &s->graphs[s->stage_first_graph[k] + j]);
             if (es != EE_OK) return es;
@@ -565,6 +669,11 @@ static ee_status check_run_args(ee_session *s, const void *input, const ee_run_o
                                 ee_run_options *resolved) {
     if (s == NULL || input == NULL || out == NULL) return EE_ERR_INVALID_ARG;
     *resolved = opts != NULL ? *opts : ee_run_default_options();
+    if (resolved->deadline_us > 0 && s->desc->p99_latency_us == NULL) {
+        ee_log(&s->params, EE_LOG_ERROR, "a deadline needs the bundle's anytime table: calibrate it with a device "
+               "profile (eecompile calibrate --profile ...) and regenerate the harness");
+        return EE_ERR_INVALID_ARG;
+    }
     if (resolved->max_exit < -1 || resolved->max_exit >= s->desc->n_stages) {
         ee_log(&s->params, EE_LOG_ERROR, "max_exit %d out of range -1..%d", resolved->max_exit,
                s->desc->n_stages - 1);

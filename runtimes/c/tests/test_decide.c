@@ -6,7 +6,8 @@
  *   n_exits n_classes n_cases
  *   per exit: dtype (9 int8, 1 float32) scale zero_point
  *   n_samples, then per sample and exit: n_classes logits (raw int8 codes or floats)
- *   per case: policy_code, n_exits thresholds, then per sample: exit_idx class_idx confidence
+ *   per case: policy_code, n_exits thresholds, [learned: n_exits x EE_GATE_SIZE gate values],
+ *             then per sample: exit_idx class_idx confidence
  * Prints one line per case and exits 1 on any disagreement.
  */
 #include <math.h>
@@ -59,6 +60,15 @@ int main(int argc, char **argv) {
             double x;
             if (read_num(f, &x)) return 2;
             t[k] = (float)x;
+        }
+        if ((int)pc == EE_POLICY_LEARNED) {
+            float gates[EE_MAX_STAGES * EE_GATE_SIZE];
+            for (int i = 0; i < n_exits * EE_GATE_SIZE; i++) {
+                double x;
+                if (read_num(f, &x)) return 2;
+                gates[i] = (float)x;
+            }
+            if (ee_decider_set_gates(&d, gates) != EE_OK) return 2;
         }
         if (ee_decider_set_policy(&d, (ee_policy)(int)pc, t, n_exits) != EE_OK) {
             printf("case %d: policy %d rejected\n", c, (int)pc);
