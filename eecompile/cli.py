@@ -275,11 +275,13 @@ def validate(bundle_dir, data, model_spec, backend, allow_mismatch, as_json) -> 
 @click.option("--threshold", type=FloatList(), help="One threshold for every early exit, or one per exit "
                                                     "(default: the bundle's).")
 @click.option("--max-exit", type=int, help="Stop at this exit at the latest (budget-forced exit).")
+@click.option("--deadline-us", type=float, help="Stop at the deepest exit whose profiled p99 completion fits "
+                                                "(needs a calibrated bundle's anytime table).")
 @click.option("--backend", type=BACKEND_CHOICES)
 @click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per sample, plus a summary.")
 @handle_errors
-def run(bundle_dir, input_spec, policy, threshold, max_exit, backend, threads, as_json) -> None:
+def run(bundle_dir, input_spec, policy, threshold, max_exit, deadline_us, backend, threads, as_json) -> None:
     """Run BUNDLE_DIR with early exits on inputs; print class, exit and stage times per sample.
 
     \b
@@ -296,7 +298,7 @@ def run(bundle_dir, input_spec, policy, threshold, max_exit, backend, threads, a
     parse_data_spec(input_spec, "test")
     rt = Runtime(bundle_dir, backend=backend, n_threads=threads)
     data = load_data(input_spec, "test")
-    res = rt.run(data.x, policy=policy, thresholds=threshold, max_exit=max_exit)
+    res = rt.run(data.x, policy=policy, thresholds=threshold, max_exit=max_exit, deadline_us=deadline_us)
     rows = res.to_rows(rt.class_names)
     summary = {"n": len(rows), "mean_latency_us": float(res.latency_us.mean()),
                "exit_share": (np.bincount(res.exit_idx, minlength=rt.n_exits) / len(rows)).tolist()}
@@ -489,6 +491,93 @@ def _profile_with_progress(bundle, devs, opts, output, quiet: bool):
             return cb
 
         return profile_fleet(bundle, devs, opts, output, progress_for)
+
+
+@main.command()
+@click.argument("bundle_dir", type=click.Path())
+@click.option("--data", "-d", required=True, help="Labelled data: NAME:SPLIT[:N] or a .npz with x and y.")
+@click.option("--budget", "-b", required=True,
+              help="accuracy-drop=X (points), latency-ms=X (mean), p95-latency-ms=X, energy-mj=X (mean); "
+                   "combine with commas.")
+@click.option("--profile", "profile_path", type=click.Path(),
+              help="The device profile to take costs from (default: the bundle's only profile).")
+@click.option("--cost", type=click.Choice(["auto", "macs"]), default="auto", show_default=True,
+              help="auto: the device profile, else MACs; macs: MACs even when a profile exists.")
+@click.option("--policy", type=click.Choice(["auto", *POLICY_NAMES]), default="auto", show_default=True,
+              help="auto: the best of every policy, judged on half of the search data.")
+@click.option("--exits", default="auto", show_default=True,
+              help="auto: search which exits to keep; all: keep every exit; 0,2,3: keep exactly these.")
+@click.option("--guarantee", "guarantee_eps", type=float,
+              help="Bound the accuracy lost against the final exit on new data (e.g. 0.01), with probability "
+                   ">= 1 - delta (Learn-then-Test).")
+@click.option("--delta", type=float, default=0.1, show_default=True)
+@click.option("--cost-guarantee", is_flag=True, help="Also bound the mean latency/energy on new data by the budget "
+                                                     "with probability >= 1 - delta.")
+@click.option("--holdout", type=float, default=0.3, show_default=True,
+              help="Share of the data held out to report on (the search never sees it).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--margin", "margin_z", type=float, default=2.0, show_default=True,
+              help="Meet an accuracy-drop budget with this many standard errors to spare on the search data.")
+@click.option("--dry-run", is_flag=True, help="Report, but do not write the rule into the bundle.")
+@click.option("--output", "-o", type=click.Path(), help="Also write the report (JSON) here.")
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def calibrate(bundle_dir, data, budget, profile_path, cost, policy, exits, guarantee_eps, delta, cost_guarantee,
+              holdout, seed, margin_z, dry_run, output, as_json) -> None:
+    """Choose the exits to keep and the decision rule of BUNDLE_DIR under a budget.
+
+    \b
+    Costs come from the bundle's device profile (eecompile profile), else from MACs; every
+    figure is reported on held-out data. The rule is written into the bundle (and the harness
+    compiles it in: regenerate it with eecompile harness).
+    \b
+    Example:
+      eecompile calibrate out/dsnet-int8 --data fashion-mnist:test --budget accuracy-drop=0.5
+      eecompile calibrate out/dsnet-int8 --data fashion-mnist:test --budget latency-ms=0.04 --policy learned
+      eecompile calibrate out/dsnet-int8 --data fashion-mnist:test --budget accuracy-drop=1 --guarantee 0.01 --delta 0.1
+    """
+    from eecompile.bundle.io import load_bundle
+    from eecompile.calibrate.budget import parse_budget
+    from eecompile.calibrate.calibrate import CalibrateOptions
+    from eecompile.calibrate.calibrate import calibrate as do_calibrate
+    from eecompile.calibrate.report import calibration_table, summary_lines
+    from eecompile.data.datasets import load_data, parse_data_spec
+
+    b = load_bundle(bundle_dir)
+    opts = CalibrateOptions(budget=parse_budget(budget), policy=policy, exits=exits, cost=cost, profile=profile_path,
+                            guarantee_eps=guarantee_eps, delta=delta, cost_guarantee=cost_guarantee,
+                            holdout=holdout, seed=seed, margin_z=margin_z, write=not dry_run)
+    parse_data_spec(data, "val")
+    ds = load_data(data, "val")
+    con = _console()
+    with con.status("calibrating", spinner="dots") if not as_json else _nullcontext() as status:
+        def progress(msg: str) -> None:
+            if status is not None:
+                status.update(f"calibrating: {msg}")
+
+        report = do_calibrate(b, ds.x, ds.y, opts, data_name=ds.name, progress=progress)
+    if output:
+        from eecompile.util import atomic_write_text
+
+        atomic_write_text(output, json.dumps(report, indent=2, default=float))
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=float))
+        return
+    con.print(calibration_table(report))
+    for line in summary_lines(report):
+        click.echo("  " + line)
+    if report.get("written"):
+        w = report["written"]
+        click.echo(f"wrote the rule into {w['manifest']} (decision {w['decision_hash']}); report {w['report']}, "
+                   f"plot {w['plot']}; regenerate the harness: eecompile harness {bundle_dir} -o DIR --force")
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
 
 
 @main.command()

@@ -112,6 +112,14 @@ class ProfileError(EecompileError):
     profile that belongs to another bundle."""
 
 
+class CalibrationError(EecompileError):
+    """A calibration cannot be done as asked: a bad budget, data, exits or guarantee setting."""
+
+
+class InfeasibleBudgetError(CalibrationError):
+    """No rule meets the budget; the message names the nearest feasible point."""
+
+
 class ToolError(EecompileError):
     """An external tool (cmake, a compiler, qemu, adb, ssh) is missing or failed."""
 

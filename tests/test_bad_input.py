@@ -226,6 +226,21 @@ CASES = [
          ("is not ssh:USER@HOST[:PORT]",)),
     Case("profile: not a bundle", lambda c: ["profile", c.f("not_bundle"), "--device", "host"], 1,
          ("has no manifest.json",)),
+    # ---- calibrate ----
+    Case("calibrate: budget syntax", lambda c: ["calibrate", str(c.int8), "--data", "digits:test", "--budget",
+                                               "latency-ms"], 1, ("is not KEY=VALUE",)),
+    Case("calibrate: data without labels", lambda c: ["calibrate", str(c.int8), "--data", c.f("small.npy"),
+                                                      "--budget", "accuracy-drop=1"], 1, ("has no labels",)),
+    Case("calibrate: an exit the bundle lacks", lambda c: ["calibrate", str(c.int8), "--data", "digits:test",
+                                                           "--budget", "accuracy-drop=1", "--exits", "0,7"], 1,
+         ("names exit 7, the bundle has exits 0..2",)),
+    Case("calibrate: too few samples for the guarantee", lambda c: ["calibrate", str(c.int8), "--data", "digits:test",
+                                                                    "--budget", "accuracy-drop=1", "--guarantee",
+                                                                    "0.01"], 1,
+         ("too few for --guarantee 0.01 --delta 0.1: at least 230 are needed",)),
+    Case("calibrate: device budget without a profile", lambda c: ["calibrate", str(c.int8), "--data", "digits:test",
+                                                                  "--budget", "latency-ms=1", "--cost", "macs"], 1,
+         ("there is no device profile", "eecompile profile")),
     # ---- demo, train ----
     Case("demo: unknown model", lambda c: ["demo", "--model", "nope", "--out", str(OUT(c))], 2,
          ("Invalid value for '--model'",), OUT, hint=False),
@@ -301,7 +316,8 @@ def _check_output(case_name: str, out: str, status: int, hint: bool, expect: tup
 def test_the_table_has_at_least_30_cases_across_every_command():
     assert len(CASES) >= 30 and len({c.name for c in CASES}) == len(CASES)
     commands = {c.name.split(":")[0] for c in CASES}
-    assert commands >= {"export", "validate", "run", "info", "harness", "profile", "demo", "train", "ee_run"}
+    assert commands >= {"export", "validate", "run", "info", "harness", "profile", "calibrate", "demo", "train",
+                        "ee_run"}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])

@@ -77,6 +77,7 @@ class StageSpec:
     macs: int
     n_params: int
     trunk: GraphSpec | None = None  # the segment alone (no exit head): runs instead when the exit is dropped
+    head_macs: int = 0  # the exit head's share of ``macs``
 
 
 @dataclass
@@ -224,7 +225,7 @@ def _graph(d: dict) -> GraphSpec:
 def _stage(d: dict) -> StageSpec:
     return StageSpec(stage_idx=int(d["stage_idx"]), exit_idx=int(d["exit_idx"]),
                      graphs=[_graph(g) for g in d["graphs"]], macs=int(d["macs"]), n_params=int(d["n_params"]),
-                     trunk=None if d.get("trunk") is None else _graph(d["trunk"]))
+                     trunk=None if d.get("trunk") is None else _graph(d["trunk"]), head_macs=int(d.get("head_macs", 0)))
 
 
 def _exit(d: dict) -> ExitSpec:

@@ -257,6 +257,7 @@ def _export_stages(model: EarlyExitModel, exporter: _StageExporter, x: np.ndarra
                 ref_t = tuple(torch.from_numpy(a) for a in ref_state)
                 new_ref, _ = model.forward_stage(k, *ref_t)
             macs, n_params = count_macs_params(StageGraph(model, k, "fused"), ref_t)
+            head_macs, _ = count_macs_params(StageGraph(model, k, "head"), tuple(new_ref))
             graphs: list[GraphSpec] = []
             if opts.split_heads:
                 seg = exporter.export_graph(k, "segment", calib_state, ref_state)
@@ -290,7 +291,7 @@ def _export_stages(model: EarlyExitModel, exporter: _StageExporter, x: np.ndarra
                 boundaries += _boundary(prev_producer, graphs[0], f"stage {k - 1} -> stage {k}")
             prev_producer = producer
             stages.append(StageSpec(stage_idx=k, exit_idx=k, graphs=graphs, macs=macs, n_params=n_params,
-                                    trunk=trunk))
+                                    trunk=trunk, head_macs=head_macs))
             ref_state = [t.numpy() for t in new_ref]
             calib_state = next_calib if int8 and next_calib is not None else ref_state
             progress.advance(task)
