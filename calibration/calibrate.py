@@ -176,30 +176,35 @@ def _infeasible(pb: Problem, budget: Budget, policy: str, kept0, drop_ok, gates)
                                  + "; ".join(notes), hint="relax the budget to the nearest feasible point above")
 
 
-def _guaranteed(data, feat, sp: Splits, opts: CalibrateOptions, costs: dict, primary: str, policy: str,
-                kept0, drop_ok, gates, pb_search: Problem) -> tuple[Rule, dict]:
-    """Learn-then-Test over a family of rules found on the search part (conservative first)."""
+def build_family(pb_search: Problem, costs: dict, primary: str, policy: str, kept0, drop_ok, gates
+                 ) -> list[tuple[float, Rule]]:
+    """The rules Learn-then-Test chooses among, found on the search part only (so the family is
+    fixed before the calibration part is looked at): the cheapest rule at each accuracy drop
+    of DROP_GRID, ordered from the most conservative (expensive) to the most aggressive."""
     family = []
     for d in DROP_GRID:
         sub = Problem(pb_search.feat, pb_search.correct, costs, Budget(accuracy_drop_pts=d), primary, z=0.0)
         rule, ev = solve(sub, policy, kept0, drop_ok, gates, n_starts=2)
         family.append((ev.cost[primary], rule))
-    uniq = {}
-    for c, r in sorted(family, key=lambda t: -t[0]):  # most expensive (conservative) first
+    uniq: dict = {}
+    for c, r in sorted(family, key=lambda t: -t[0]):
         uniq.setdefault(r.key(), (c, r))
-    fam = list(uniq.values())
-    pc = _problem(data, feat, sp.cal, costs, opts.budget, primary)
-    n = len(sp.cal)
+    return list(uniq.values())
+
+
+def certify(fam: list[tuple[float, Rule]], pc: Problem, opts: CalibrateOptions, costs: dict) -> tuple[np.ndarray, dict]:
+    """Which rules of the family are certified on the calibration part ``pc``: accuracy loss
+    <= eps (fixed sequence from the conservative end), and/or mean cost <= the budget (from
+    the cheap end); with both, each test at delta / 2."""
+    n = pc.n
     info: dict = {"n_calibration": n, "family_size": len(fam), "delta": opts.delta}
     ok = np.ones(len(fam), dtype=bool)
-    both = opts.guarantee_eps is not None and opts.cost_guarantee
-    delta = opts.delta / 2 if both else opts.delta
+    delta = opts.delta / 2 if opts.guarantee_eps is not None and opts.cost_guarantee else opts.delta
     if opts.guarantee_eps is not None:
         final_ok = pc.correct[:, -1]
         pvals = []
         for _, r in fam:
-            ex = pc.exits(r)
-            losses = int((final_ok & ~pc.correct[np.arange(n), ex]).sum())
+            losses = int((final_ok & ~pc.correct[np.arange(n), pc.exits(r)]).sum())
             pvals.append(gt.binomial_pvalue(losses, n, opts.guarantee_eps))
         n_cert = gt.fixed_sequence(pvals, delta)
         ok[n_cert:] = False
@@ -214,27 +219,37 @@ def _guaranteed(data, feat, sp: Splits, opts: CalibrateOptions, costs: dict, pri
         cm = costs[kind]
         c_max = float(cm.exit_cost.max())
         order = list(range(len(fam)))[::-1]  # the cheapest first
-        pvals = []
-        for i in order:
-            ex = pc.exits(fam[i][1])
-            mean = float((cm.per_exit(fam[i][1].kept)[ex] / c_max).mean())
-            pvals.append(gt.hb_pvalue(mean, n, bound / c_max))
+        pvals = [gt.hb_pvalue(float((cm.per_exit(fam[i][1].kept)[pc.exits(fam[i][1])] / c_max).mean()), n,
+                              bound / c_max) for i in order]
         n_cert = gt.fixed_sequence(pvals, delta)
         cost_ok = np.zeros(len(fam), dtype=bool)
         cost_ok[[order[j] for j in range(n_cert)]] = True
         ok &= cost_ok
         info.update(cost_kind=kind, cost_bound=bound, cost_certified=n_cert, cost_pvalues=pvals)
-    certified = [r for (c, r), good in zip(fam, ok) if good]
-    info["certified"] = len(certified)
-    if not certified:
-        raise InfeasibleBudgetError(f"no rule is certified at delta={opts.delta} on {n} calibration samples "
+    info["certified"] = int(ok.sum())
+    return ok, info
+
+
+def pick_certified(fam, ok, pb_search: Problem) -> Rule | None:
+    """The certified rule that does best on the search part under the budget."""
+    certified = [r for (_, r), good in zip(fam, ok) if good]
+    return min(certified, key=lambda r: pb_search.rank(pb_search.evaluate(r))) if certified else None
+
+
+def _guaranteed(data, feat, sp: Splits, opts: CalibrateOptions, costs: dict, primary: str, policy: str,
+                kept0, drop_ok, gates, pb_search: Problem) -> tuple[Rule, dict]:
+    """Learn-then-Test over a family of rules found on the search part (conservative first)."""
+    fam = build_family(pb_search, costs, primary, policy, kept0, drop_ok, gates)
+    pc = _problem(data, feat, sp.cal, costs, opts.budget, primary)
+    ok, info = certify(fam, pc, opts, costs)
+    choice = pick_certified(fam, ok, pb_search)
+    if choice is None:
+        raise InfeasibleBudgetError(f"no rule is certified at delta={opts.delta} on {pc.n} calibration samples "
                                     f"({info.get('accuracy_certified', '-')} by accuracy, "
                                     f"{info.get('cost_certified', '-')} by cost, of {len(fam)})",
                                     hint="loosen --guarantee or --delta, relax the budget, or give more data")
-    scored = sorted(certified, key=lambda r: pb_search.rank(pb_search.evaluate(r)))
-    choice = scored[0]
-    if pb_search.evaluate(choice).violation > 0 and not opts.cost_guarantee:
-        ev = pb_search.evaluate(choice)
+    ev = pb_search.evaluate(choice)
+    if ev.violation > 0 and not opts.cost_guarantee:
         raise InfeasibleBudgetError(f"no certified rule meets {opts.budget.describe()}: the best certified one "
                                     f"costs {ev.cost[primary]:.4g} {costs[primary].unit} at accuracy "
                                     f"{100 * ev.accuracy:.2f}% on the search data",

@@ -608,16 +608,21 @@ def demo(model, out_dir, n_test, latency_budget, as_json) -> None:
     con.print(validation_table(report["validation"]))
     con.print(demo_table(report))
     ee, fe = report["early_exit"], report["final_exit"]
-    click.echo(f"final exit : accuracy {100 * fe['accuracy']:.2f}%  mean latency {fe['mean_latency_us']:.1f} us")
-    click.echo(f"early exit : accuracy {100 * ee['accuracy']:.2f}%  mean latency {ee['mean_latency_us']:.1f} us  "
-               f"(threshold {report['threshold']:.4g} chosen on {report['threshold_chosen_on']})")
-    click.echo(f"latency ratio {report['latency_ratio']:.3f}x, MAC ratio {report['mac_ratio']:.3f}x, "
-               f"accuracy gap {report['accuracy_gap_pts']:.2f} pts")
+    click.echo(f"final exit : accuracy {100 * fe['accuracy']:.2f}%  mean latency {fe['mean_latency_us']:.1f} us "
+               "(C runner, measured)")
+    click.echo(f"early exit : accuracy {100 * ee['accuracy']:.2f}%  mean latency {ee['mean_latency_us']:.1f} us "
+               f"({report['policy']} calibrated for {report['budget']} on {report['calibrated_on']})")
+    o = report["oracle"]
+    click.echo(f"latency ratio {report['latency_ratio']:.3f}x (oracle {o['latency_ratio']:.3f}x), MAC ratio "
+               f"{report['mac_ratio']:.3f}x, accuracy gap {report['accuracy_gap_pts']:.2f} pts; C runner and Python "
+               f"runtime agree on every class: {ee['c_equals_python']}")
     pr = report["profile"]
-    click.echo(f"C runner on {pr['device']}: full path {pr['p50_us'][-1]:.1f} us (p50), early exit "
-               f"{pr['early_exit_mean_us']:.1f} us on average ({pr['c_latency_ratio']:.3f}x); load {pr['load_ms']:.1f} "
-               f"ms, peak memory {pr['vm_hwm_kb']} kB; profile {pr['file']}")
-    click.echo(f"export took {report['export_s']:.1f} s; bundle {report['bundle']}; plot {report['plot']}")
+    click.echo(f"profile on {pr['device']}: full path p50 {pr['p50_us'][-1]:.1f} us, load {pr['load_ms']:.1f} ms, "
+               f"peak memory {pr['vm_hwm_kb']} kB; {pr['file']}")
+    for n in report["notes"]:
+        click.echo(f"note: {n}")
+    click.echo(f"export took {report['export_s']:.1f} s, calibration {report['calibrate_s']:.1f} s; bundle "
+               f"{report['bundle']}; plot {report['plot']}")
 
 
 def entry() -> None:

@@ -17,7 +17,7 @@ from eecompile.data.datasets import Dataset, check_inputs
 from eecompile.errors import CheckFailure, DataError, ModelLoadError, ToleranceError
 from eecompile.model.contract import EarlyExitModel
 from eecompile.bundle.graphs import StageExecutor, run_all_exits
-from eecompile.core.policies import policy_of_exits, simulate
+from eecompile.core.policies import kept_of_exits, policy_of_exits, simulate
 
 
 @dataclass
@@ -125,8 +125,9 @@ def validate_bundle(bundle: Bundle, model: EarlyExitModel, data: Dataset, tolera
     got = run_all_exits(StageExecutor(bundle, backend), x)
     ref = torch_exit_logits(model, x)
     policy = policy_of_exits(m.exits)
-    exit_ref, _, fires_ref = simulate(policy, ref)
-    exit_got, _, fires_got = simulate(policy, got)
+    kept = kept_of_exits(m.exits)
+    exit_ref, _, fires_ref = simulate(policy, ref, kept=kept)
+    exit_got, _, fires_got = simulate(policy, got, kept=kept)
     report = ValidationReport(target=m.target, n_samples=len(x), policy=policy.name, thresholds=policy.thresholds,
                               exits=[], exit_index_agreement=float(np.mean(exit_ref == exit_got)), tolerances=tol)
     for k in range(m.n_exits):

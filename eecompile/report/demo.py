@@ -1,97 +1,35 @@
-"""The end-to-end demo: train (or load cached) -> export tflite-int8 -> validate ->
-choose a threshold on validation data -> run the test split with early exits -> report.
+"""The end-to-end demo: train (or load cached) -> export tflite-int8 -> validate -> profile every
+exit with the C runner on this machine -> calibrate the exits and rule on the validation split
+under a latency budget -> run the test split with early exits (Python for accuracy, the C
+runner for measured latency) -> report.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from eecompile.bundle.io import Bundle
-from eecompile.errors import DataError, ModelLoadError, OutputPathError, PolicyError
+from eecompile.bundle.io import Bundle, load_bundle
+from eecompile.core.quant import to_graph_input
 from eecompile.data.datasets import load_data
+from eecompile.errors import DataError, ModelLoadError, OutputPathError, PolicyError, ToolError
 from eecompile.export.pipeline import ExportOptions, export
 from eecompile.export.validate import torch_exit_logits, validate_bundle
 from eecompile.model.loading import load_zoo
 from eecompile.model.zoo import ZOO
-from eecompile.core.policies import make_policy, simulate
 from eecompile.runtime.runner import Runtime
 from eecompile.util import atomic_write_text
 
-SWEEP = np.concatenate([np.linspace(0.3, 0.9, 13), np.linspace(0.92, 0.99, 8), [0.995, 0.999, 0.9999]])
-
-
-@dataclass
-class SweepPoint:
-    threshold: float
-    accuracy: float
-    mean_latency_us: float
-    exit_share: list[float]
-
-
-def sweep(policy_name: str, exit_logits: list[np.ndarray], y: np.ndarray, cum_latency_us: np.ndarray,
-          thresholds=SWEEP) -> list[SweepPoint]:
-    """Accuracy and expected latency of early exit at each threshold (from per-exit logits)."""
-    points = []
-    n_exits = len(exit_logits)
-    for t in thresholds:
-        exit_idx, pred, _ = simulate(make_policy(policy_name, float(t), n_exits), exit_logits)
-        share = np.bincount(exit_idx, minlength=n_exits) / len(y)
-        points.append(SweepPoint(float(t), float(np.mean(pred == y)), float(cum_latency_us[exit_idx].mean()),
-                                 share.tolist()))
-    return points
-
-
-def choose_threshold(points: list[SweepPoint], final_accuracy: float, full_latency_us: float,
-                     latency_budget: float | None = 0.6, max_drop_pts: float = 0.0) -> SweepPoint:
-    """Pick a threshold from a validation sweep.
-
-    With ``latency_budget`` (a fraction of the full network's latency): the most accurate
-    threshold whose expected latency fits the budget (ties: the faster). Without it: the
-    fastest threshold whose accuracy is within ``max_drop_pts`` of the final exit's.
-    Falls back to the most conservative threshold when nothing qualifies.
-    """
-    if latency_budget is not None:
-        ok = [p for p in points if p.mean_latency_us <= latency_budget * full_latency_us]
-        if ok:
-            return max(ok, key=lambda p: (round(p.accuracy, 6), -p.mean_latency_us))
-        return min(points, key=lambda p: p.mean_latency_us)
-    ok = [p for p in points if p.accuracy >= final_accuracy - max_drop_pts / 100]
-    if not ok:
-        return max(points, key=lambda p: p.threshold)
-    return min(ok, key=lambda p: (p.mean_latency_us, -p.threshold))
-
-
-def paired_latency(rt: Runtime, x: np.ndarray, threshold: float, chunk: int = 500) -> tuple[object, object]:
-    """Run full-depth and early-exit passes interleaved chunk by chunk (the machine drifts)."""
-    full_parts, early_parts = [], []
-    for i in range(0, len(x), chunk):
-        xs = x[i : i + chunk]
-        full_parts.append(rt.run(xs, no_early_exit=True, keep_logits=True))
-        early_parts.append(rt.run(xs, policy="max-prob", thresholds=threshold))
-    return _concat(full_parts), _concat(early_parts)
-
-
-def _concat(parts):
-    from eecompile.runtime.runner import RunResult
-
-    out = RunResult(np.concatenate([p.class_idx for p in parts]), np.concatenate([p.exit_idx for p in parts]),
-                    np.concatenate([p.probs for p in parts]), np.concatenate([p.stage_time_us for p in parts]))
-    if parts[0].exit_logits:
-        out.exit_logits = [np.concatenate([p.exit_logits[k] for p in parts]) for k in range(len(parts[0].exit_logits))]
-    return out
-
-
-DEMO_FILES = ("report.json", "tradeoff.png", "bundle")
+DEMO_FILES = ("report.json", "tradeoff.png", "bundle", "harness")
 
 
 def check_demo_dir(out_dir: str | Path) -> Path:
-    """The demo writes report.json, tradeoff.png and bundle/ into ``out_dir``: refuse a path
-    that is a file, or a non-empty directory that holds anything else."""
+    """The demo writes report.json, tradeoff.png, bundle/ and harness/ into ``out_dir``: refuse a
+    path that is a file, or a non-empty directory that holds anything else."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise OutputPathError(f"{out} exists and is not a directory", hint="pass --out with a directory")
@@ -100,6 +38,54 @@ def check_demo_dir(out_dir: str | Path) -> Path:
         if foreign:
             raise OutputPathError(f"{out} holds files that are not the demo's ({', '.join(foreign[:3])})",
                                   hint="pass --out with an empty or new directory, or a previous demo's")
+    return out
+
+
+def profile_on_host(bundle: Bundle) -> dict:
+    """Every exit's cost measured by the bundle's C runner on this machine (eecompile profile
+    --device host); saved into the bundle's profiles/ with its plot."""
+    from eecompile.profile.devices import parse_device
+    from eecompile.profile.measure import ProfileOptions, profile_device
+    from eecompile.profile.report import plot_profile
+    from eecompile.profile.runner import RunSettings
+    from eecompile.profile.schema import profile_path, save_profile
+
+    prof = profile_device(bundle, parse_device("host"),
+                          ProfileOptions(settings=RunSettings(runs=1000, warmup=100, min_secs=3.0), energy="off"))
+    save_profile(prof, bundle)
+    plot_profile(prof, profile_path(bundle, prof["device"]["id"]).with_suffix(".png"))
+    return prof
+
+
+def measure_c(bundle: Bundle, x: np.ndarray, harness_dir: Path, repeats: int = 3) -> dict:
+    """Mean latency per sample measured by the C runner (ee_run) on ``x``: the calibrated rule,
+    and the full path (every exit kept and evaluated); the median of ``repeats`` quiet runs (no
+    output between samples), the two interleaved; the classes from one more run."""
+    from eecompile.harness import build_harness, find_litert_lib, generate_harness
+
+    exe = build_harness(generate_harness(bundle, harness_dir, force=True)).ee_run
+    inputs = harness_dir / "test_inputs.npy"
+    np.save(inputs, np.ascontiguousarray(np.transpose(x, bundle.manifest.input[0].perm_from_torch)))
+    lib = str(find_litert_lib())
+    every = ",".join("1" for _ in bundle.manifest.exits)
+    modes = {"early": [], "full": ["--all-exits", "--kept", every]}
+
+    def ee_run(*extra: str) -> dict:
+        proc = subprocess.run([str(exe), str(bundle.root), str(inputs), "--litert", lib, "--json", *extra],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise ToolError(f"ee_run failed on the demo bundle: {proc.stderr.strip()[-300:]}", hint="see above")
+        return json.loads(proc.stdout)
+
+    times: dict[str, list[float]] = {name: [] for name in modes}
+    for _ in range(repeats):
+        for name, extra in modes.items():
+            times[name].append(ee_run("--quiet", *extra)["summary"]["mean_total_us"])
+    out = {}
+    for name, extra in modes.items():
+        res = ee_run(*extra)
+        out[name] = {"mean_latency_us": float(np.median(times[name])), "runs_us": times[name],
+                     "exit_counts": res["summary"]["exit_counts"], "class_idx": [s["class_idx"] for s in res["samples"]]}
     return out
 
 
@@ -114,8 +100,7 @@ def run_demo(model_name: str = "dsnet-fmnist", out_dir: str | Path = "demo-out",
         raise PolicyError(f"latency budget {latency_budget} is not a fraction of the full network's latency in (0, 1]",
                           hint="pass e.g. --latency-budget 0.6")
     out = check_demo_dir(out_dir)
-    entry = ZOO[model_name]
-    ds = entry.dataset
+    ds = ZOO[model_name].dataset
     t0 = time.perf_counter()
     model = load_zoo(model_name, quiet=quiet)
     t_train = time.perf_counter() - t0
@@ -126,86 +111,73 @@ def run_demo(model_name: str = "dsnet-fmnist", out_dir: str | Path = "demo-out",
                     options=ExportOptions(force=True, quiet=quiet, model_source=model_name))
     t_export = time.perf_counter() - t0
 
-    rt = Runtime(bundle)
+    prof = profile_on_host(bundle)
+    c_full = prof["exits"][-1]["latency_us"]["tmean"]
+    from eecompile.calibrate.budget import Budget
+    from eecompile.calibrate.calibrate import CalibrateOptions, calibrate
+
     val = load_data(f"{ds}:val")
-    val_run = rt.run(val.x, no_early_exit=True, keep_logits=True)
-    cum_val = np.cumsum(val_run.stage_time_us.mean(axis=0))
-    val_points = sweep("max-prob", val_run.exit_logits, val.y, cum_val)
-    final_val_acc = float(np.mean(val_run.exit_logits[-1].argmax(1) == val.y))
-    chosen = choose_threshold(val_points, final_val_acc, float(cum_val[-1]), latency_budget=latency_budget)
-    _write_threshold(bundle, model, val, chosen.threshold)
+    t0 = time.perf_counter()
+    cal = calibrate(bundle, val.x, val.y, CalibrateOptions(budget=Budget(latency_ms=latency_budget * c_full / 1000)),
+                    data_name=val.name)
+    t_cal = time.perf_counter() - t0
+    bundle = load_bundle(bundle.root)
+    _revalidate(bundle, model, val)
 
     test = load_data(f"{ds}:test").take(n_test)
-    full, early = paired_latency(rt, test.x, chosen.threshold)
-    float_logits = torch_exit_logits(model, test.x)
-    cum_test = np.cumsum(full.stage_time_us.mean(axis=0))
-    test_points = sweep("max-prob", full.exit_logits, test.y, cum_test)
-
+    rt = Runtime(bundle)
     n_exits = rt.n_exits
+    full = rt.run(test.x, no_early_exit=True, keep_logits=True)
+    early = rt.run(test.x)
+    c = measure_c(bundle, test.x, out / "harness")
+    float_logits = torch_exit_logits(model, test.x)
     share = np.bincount(early.exit_idx, minlength=n_exits) / len(test)
     macs = np.cumsum([s.macs for s in bundle.manifest.stages])
-    exits = []
-    for k in range(n_exits):
-        exits.append({"exit_idx": k, "cum_macs": int(macs[k]),
-                      "accuracy_float": float(np.mean(float_logits[k].argmax(1) == test.y)),
-                      "accuracy_int8": float(np.mean(full.exit_logits[k].argmax(1) == test.y)),
-                      "share_exiting": float(share[k]), "cum_latency_us": float(cum_test[k])})
+    exits = [{"exit_idx": k, "cum_macs": int(macs[k]), "kept": bundle.manifest.exits[k].kept,
+              "accuracy_float": float(np.mean(float_logits[k].argmax(1) == test.y)),
+              "accuracy_int8": float(np.mean(full.exit_logits[k].argmax(1) == test.y)),
+              "share_exiting": float(share[k]), "c_p50_us": float(prof["exits"][k]["latency_us"]["p50"])}
+             for k in range(n_exits)]
     final_acc = exits[-1]["accuracy_int8"]
     early_acc = float(np.mean(early.class_idx == test.y))
-    prof = profile_on_host(bundle)
-    c_p50 = np.array([e["latency_us"]["p50"] for e in prof["exits"]])
-    for k, e in enumerate(exits):
-        e["c_p50_us"] = float(c_p50[k])
+    correct = np.stack([fl.argmax(1) == test.y for fl in full.exit_logits], 1)
+    earliest = np.where(correct.any(1), correct.argmax(1), n_exits - 1)
+    from eecompile.calibrate.costs import profile_costs
+
+    lat = profile_costs(prof, "latency")
     report = {
         "model": model_name, "dataset": ds, "bundle": str(bundle.root), "n_test": len(test),
-        "train_or_load_s": round(t_train, 2), "export_s": round(t_export, 2),
-        "threshold": chosen.threshold, "threshold_chosen_on": f"{ds}:val ({len(val)} samples)",
-        "threshold_rule": f"most accurate on val with expected latency <= {latency_budget}x the full network",
-        "exits": exits,
-        "final_exit": {"accuracy": final_acc, "mean_latency_us": float(full.latency_us.mean())},
-        "early_exit": {"accuracy": early_acc, "mean_latency_us": float(early.latency_us.mean())},
+        "train_or_load_s": round(t_train, 2), "export_s": round(t_export, 2), "calibrate_s": round(t_cal, 2),
+        "budget": cal["budget"]["spec"], "policy": cal["policy"], "thresholds": cal["rule"]["thresholds"],
+        "kept": cal["rule"]["kept"], "calibrated_on": f"{val.name} ({len(val)} samples; figures on its held-out part)",
+        "calibration_holdout": cal["holdout"], "exits": exits,
+        "final_exit": {"accuracy": final_acc, "mean_latency_us": c["full"]["mean_latency_us"]},
+        "early_exit": {"accuracy": early_acc, "mean_latency_us": c["early"]["mean_latency_us"],
+                       "c_equals_python": bool(np.array_equal(c["early"]["class_idx"], early.class_idx))},
         "accuracy_gap_pts": 100 * (final_acc - early_acc),
-        "latency_ratio": float(early.latency_us.mean() / full.latency_us.mean()),
+        "latency_ratio": c["early"]["mean_latency_us"] / c["full"]["mean_latency_us"],
         "mac_ratio": float(macs[early.exit_idx].mean() / macs[-1]),
+        "oracle": {"accuracy": float(correct.any(1).mean()), "modelled_latency_us": float(lat.oracle(earliest).mean()),
+                   "latency_ratio": float(lat.oracle(earliest).mean() / lat.exit_cost[-1])},
         "profile": {"device": prof["device"]["id"], "model": prof["device"]["model"],
-                    "p50_us": c_p50.tolist(), "stages_p50_us": [s["p50"] for s in prof["exits"][-1]["stages_us"]],
+                    "p50_us": [e["latency_us"]["p50"] for e in prof["exits"]],
+                    "stages_p50_us": [s["p50"] for s in prof["exits"][-1]["stages_us"]],
                     "load_ms": prof["load"]["t_load_ms"], "first_ms": prof["load"]["t_first_ms"],
                     "vm_hwm_kb": prof["memory"]["vm_hwm_kb"].get("done"),
-                    "early_exit_mean_us": float(c_p50[early.exit_idx].mean()),
-                    "c_latency_ratio": float(c_p50[early.exit_idx].mean() / c_p50[-1]),
                     "file": str(bundle.root / "profiles" / f"{prof['device']['id']}.json")},
-        "validation": bundle.manifest.validation,
-        "boundaries": bundle.manifest.boundaries,
-        "sweep_test": [asdict(p) for p in test_points],
+        "validation": bundle.manifest.validation, "boundaries": bundle.manifest.boundaries,
+        "frontier": cal["frontier"], "notes": cal["notes"],
     }
     from eecompile.report.plot import plot_tradeoff
 
-    plot_tradeoff(test_points, exits, report, out / "tradeoff.png")
+    plot_tradeoff(report, out / "tradeoff.png")
     report["plot"] = str(out / "tradeoff.png")
-    atomic_write_text(out / "report.json", json.dumps(report, indent=2))
+    atomic_write_text(out / "report.json", json.dumps(report, indent=2, default=float))
     return report
 
 
-def profile_on_host(bundle: Bundle) -> dict:
-    """Every exit's cost measured by the bundle's C runner on this machine (eecompile profile
-    --device host); saved into the bundle's profiles/ with its plot."""
-    from eecompile.profile.devices import parse_device
-    from eecompile.profile.measure import ProfileOptions, profile_device
-    from eecompile.profile.report import plot_profile
-    from eecompile.profile.runner import RunSettings
-    from eecompile.profile.schema import profile_path, save_profile
-
-    prof = profile_device(bundle, parse_device("host"),
-                          ProfileOptions(settings=RunSettings(runs=500, warmup=50, min_secs=2.0), energy="off"))
-    save_profile(prof, bundle)
-    plot_profile(prof, profile_path(bundle, prof["device"]["id"]).with_suffix(".png"))
-    return prof
-
-
-def _write_threshold(bundle: Bundle, model, val, threshold: float) -> None:
-    """Store the chosen threshold in the manifest and re-validate the decisions at it."""
-    for e in bundle.manifest.exits[:-1]:
-        e.threshold = threshold
+def _revalidate(bundle: Bundle, model, val) -> None:
+    """Validation redone at the calibrated rule (exit decisions agree with PyTorch's)."""
     report = validate_bundle(bundle, model, val.take(1000))
     bundle.manifest.validation = {**report.to_dict(), "data": f"{val.name} (1000 samples)"}
     bundle.save_manifest()

@@ -27,14 +27,14 @@ def validation_table(validation: dict) -> Table:
 
 
 def demo_table(report: dict) -> Table:
-    t = _table(f"{report['model']} on {report['dataset']} test ({report['n_test']} samples), "
-               f"tflite-int8, max-prob threshold {report['threshold']:.4g}",
-               ("exit", "cum. MACs", "acc float", "acc int8", "share exiting", "to exit, Python (us)",
-                "to exit, C p50 (us)"))
-    for e in report["exits"]:
-        t.add_row(str(e["exit_idx"]), f"{e['cum_macs'] / 1e6:.2f}M", _pct(e["accuracy_float"]),
-                  _pct(e["accuracy_int8"]), _pct(e["share_exiting"]), f"{e['cum_latency_us']:.1f}",
-                  f"{e['c_p50_us']:.1f}")
+    t = _table(f"{report['model']} on {report['dataset']} test ({report['n_test']} samples), tflite-int8, "
+               f"{report['policy']} calibrated for {report['budget']}",
+               ("exit", "kept", "threshold", "cum. MACs", "acc float", "acc int8", "share exiting", "C p50 to exit (us)"))
+    last = len(report["exits"]) - 1
+    for e, th in zip(report["exits"], report["thresholds"]):
+        t.add_row(str(e["exit_idx"]), "yes" if e["kept"] else "dropped",
+                  "-" if e["exit_idx"] == last else f"{th:.4g}", f"{e['cum_macs'] / 1e6:.2f}M",
+                  _pct(e["accuracy_float"]), _pct(e["accuracy_int8"]), _pct(e["share_exiting"]), f"{e['c_p50_us']:.1f}")
     return t
 
 

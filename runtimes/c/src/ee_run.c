@@ -3,7 +3,7 @@
  *
  *   ee_run BUNDLE_DIR INPUTS [--f32] [--max-exit K] [--deadline-us US] [--policy P] [--thresholds a,b,...]
  *          [--kept 1,0,1,...] [--threads N] [--litert PATH] [--all-exits] [--dump-logits FILE] [--json]
- *          [--allow-stale]
+ *          [--quiet] [--allow-stale]
  *
  * INPUTS: a .npy file (float32, quantized by the harness, or int8 already quantized; shape
  * (N, *input) in the model's layout, NHWC for images), or raw samples back to back in the
@@ -33,7 +33,7 @@ static int usage(const char *msg, const char *arg) {
     fprintf(stderr,
             "usage: ee_run BUNDLE_DIR INPUTS(.npy|raw) [--f32] [--max-exit K] [--deadline-us US] [--policy NAME]\n"
             "              [--thresholds a,b,...] [--kept 1,0,1,...] [--threads N] [--litert PATH] [--all-exits]\n"
-            "              [--dump-logits FILE] [--json] [--allow-stale]\n"
+            "              [--dump-logits FILE] [--json] [--quiet] [--allow-stale]\n"
             "policies:");
     for (int i = 0; i < EE_N_POLICIES; i++) fprintf(stderr, " %s", ee_policy_names[i]);
     fprintf(stderr, "\n");
@@ -45,7 +45,7 @@ typedef struct {
     ee_run_options ropts;
     const char *inputs_path;
     const char *dump_path;
-    bool f32, json, policy_set;
+    bool f32, json, quiet, policy_set;
     ee_policy policy;
     float thresholds[EE_MAX_STAGES];
     int32_t n_thresholds;
@@ -65,6 +65,7 @@ static int parse_args(int argc, char **argv, ee_run_args *a) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(o, "--f32") == 0) { a->f32 = true; continue; }
         if (strcmp(o, "--json") == 0) { a->json = true; continue; }
+        if (strcmp(o, "--quiet") == 0) { a->quiet = true; continue; } /* the summary only: no output between runs */
         if (strcmp(o, "--all-exits") == 0) { a->ropts.no_early_exit = true; continue; }
         if (strcmp(o, "--allow-stale") == 0) { a->params.allow_stale_decision = true; continue; }
         bool known = strcmp(o, "--max-exit") == 0 || strcmp(o, "--threads") == 0 || strcmp(o, "--policy") == 0 ||
@@ -223,7 +224,7 @@ int main(int argc, char **argv) {
         total_ns += (double)r.t_total_ns;
         done++;
         if (dump != NULL) dump_logits(dump, &r);
-        print_sample(i, &r, a.json);
+        if (!a.quiet) print_sample(i, &r, a.json);
     }
     if (a.json) {
         printf("\n], \"summary\": {\"n\": %zu, \"input\": \"%s\", \"mean_total_us\": %.3f, \"exit_counts\": [", done,
