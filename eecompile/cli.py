@@ -356,32 +356,110 @@ def info(bundle_dir, as_json) -> None:
 @main.command()
 @click.argument("bundle_dir", type=click.Path())
 @click.option("--output", "-o", required=True, type=click.Path(), help="Directory for the generated C sources.")
-@click.option("--build", "do_build", is_flag=True, help="Also build libee + ee_run with CMake.")
-@click.option("--arch", type=click.Choice(["host", "aarch64"]), default="host", show_default=True)
+@click.option("--build", "do_build", is_flag=True, help="Also build libee + ee_run + ee_profile.")
+@click.option("--arch", type=click.Choice(["host", "aarch64", "android-arm64"]), default="host", show_default=True,
+              help="android-arm64: PIE executables for a phone (clang + lld, no NDK), checked against bionic.")
+@click.option("--min-sdk", type=click.IntRange(21, 40), default=None,
+              help="Android API level the android-arm64 build must load on (default: 23, LiteRT 2.3's minimum).")
 @click.option("--sanitize", is_flag=True, help="Build with ASan + UBSan.")
 @click.option("--per-stage-files", is_flag=True,
               help="Open each stage file as its own model instead of the bundle's packed stages.tflite.")
 @click.option("--force", is_flag=True, help="Replace an existing harness directory at -o.")
 @handle_errors
-def harness(bundle_dir, output, do_build, arch, sanitize, per_stage_files, force) -> None:
+def harness(bundle_dir, output, do_build, arch, min_sdk, sanitize, per_stage_files, force) -> None:
     """Generate the C harness for BUNDLE_DIR (bundle constants as C + the harness sources).
 
     \b
     Example:
       eecompile harness out/dsnet-int8 -o out/dsnet-c --build
       out/dsnet-c/build-host/ee_run out/dsnet-int8 x.npy --litert $(python -c 'import ai_edge_litert,os;print(os.path.dirname(ai_edge_litert.__file__))')/libLiteRt.so
+      eecompile harness out/dsnet-int8 -o out/dsnet-android --arch android-arm64 --build
     """
     from eecompile.bundle.io import load_bundle
+    from eecompile.errors import HarnessError
     from eecompile.harness.generate import check_harness_dir, generate_harness
 
+    if arch == "android-arm64" and sanitize:
+        raise HarnessError("--sanitize is for host builds", hint="drop --sanitize for --arch android-arm64")
+    if min_sdk is not None and arch != "android-arm64":
+        raise HarnessError("--min-sdk applies to --arch android-arm64", hint="drop --min-sdk")
     check_harness_dir(output, force)
     out = generate_harness(load_bundle(bundle_dir), output, packed=False if per_stage_files else None, force=force)
     click.echo(f"generated {out / 'ee_bundle_gen.c'} and {out / 'ee_bundle_gen.h'}")
-    if do_build:
+    if do_build and arch == "android-arm64":
+        from eecompile.android.build import DEFAULT_MIN_SDK, build_android
+
+        res = build_android(out, out / "build-android-arm64", min_sdk or DEFAULT_MIN_SDK)
+        for name, path in res.outputs.items():
+            click.echo(f"built {path} (arm64-v8a, API {res.min_sdk}; every symbol checked against bionic)")
+        for name, probs in res.warnings.items():
+            for p in probs:
+                click.echo(f"warning: {name}: {p.message}", err=True)
+    elif do_build:
         from eecompile.harness.build import build_harness
 
         res = build_harness(out, arch=arch, sanitize=sanitize)
         click.echo(f"built {res.ee_run}")
+
+
+@main.command("bundle")
+@click.argument("bundle_dir", type=click.Path())
+@click.option("--android", "app_dir", required=True, type=click.Path(),
+              help="The Android app to put the bundle into (android_demo/ of the eecompile sources, or a copy).")
+@click.option("--samples", "n_samples", type=click.IntRange(1, 10000), default=64, show_default=True,
+              help="Labelled test samples shipped with the app (from the bundle's own samples).")
+@click.option("--check", "host_check", is_flag=True,
+              help="Also build the app's JNI library for this machine and run it from a JVM on the samples, "
+                   "against the Python runtime.")
+@click.option("--apk", type=click.Path(), default=None, help="Also build, sign and verify the APK offline, here.")
+@click.option("--litert", type=click.Path(), default=None,
+              help="libLiteRt.so for arm64-v8a Android, or LiteRT's .aar: put into the APK.")
+@handle_errors
+def bundle_cmd(bundle_dir, app_dir, n_samples, host_check, apk, litert) -> None:
+    """Put BUNDLE_DIR into the Android app: models, manifest, samples, Pareto table, generated C.
+
+    Idempotent (only changed files are written); refuses a bundle that fails its checks and a
+    directory that is not the app. Then open the app in Android Studio (./gradlew assembleDebug),
+    or build the APK here with --apk (not run on a phone here; see the README).
+
+    \b
+    Example:
+      eecompile bundle out/dsnet-int8 --android android_demo/ --check --apk out/demo.apk
+    """
+    from pathlib import Path
+
+    from eecompile.android.app import install_bundle
+
+    if litert and not apk:
+        from eecompile.errors import HarnessError
+
+        raise HarnessError("--litert goes into the APK", hint="add --apk OUT.apk")
+    res = install_bundle(bundle_dir, app_dir, n_samples)
+    click.echo(f"{app_dir}: {len(res.written)} files written, {res.unchanged} unchanged, {len(res.removed)} removed; "
+               f"{res.n_samples} samples; Pareto table: {'yes' if res.calibrated else 'no (not calibrated)'}")
+    if host_check:
+        import tempfile
+
+        from eecompile.android.hostcheck import host_check as run_check
+
+        with tempfile.TemporaryDirectory() as tmp:
+            hc = run_check(app_dir, bundle_dir, Path(tmp))
+        click.echo(f"host check (JNI bridge in a JVM, host libLiteRt.so): {hc.n} samples, class equal "
+                   f"{hc.class_equal}, exit equal {hc.exit_equal}, int8 logits equal {hc.logits_equal} to the Python "
+                   f"runtime; exits {hc.exit_counts}, mean {hc.mean_us:.1f} us")
+        if not hc.ok:
+            from eecompile.errors import HarnessError
+
+            raise HarnessError("the JNI bridge disagrees with the Python runtime", hint="report it with the bundle")
+    if apk:
+        from eecompile.android.apk import build_apk
+
+        r = build_apk(app_dir, apk, Path(litert) if litert else None)
+        click.echo(f"built {r.apk} ({r.size_bytes / 1024:.0f} KiB): package {r.package}, native-code "
+                   f"{', '.join(r.native_code)}, minSdk {r.min_sdk}, {r.stored_assets} assets stored uncompressed, "
+                   f"signature verified (apksigner); not run on a phone here")
+        for w in r.warnings:
+            click.echo(f"warning: {w}", err=True)
 
 
 @main.command()

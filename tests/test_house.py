@@ -27,7 +27,7 @@ ALLOWED = {
     "export": {"core", "data", "model", "bundle", "errors", "util"},
     "runtime": {"core", "bundle", "errors", "util"},
     "harness": {"core", "bundle", "errors", "util"},
-    "android": {"core", "bundle", "harness", "errors", "util"},
+    "android": {"core", "bundle", "runtime", "harness", "errors", "util"},
     "profile": {"core", "data", "bundle", "harness", "android", "errors", "util"},
     "calibrate": {"core", "data", "bundle", "runtime", "harness", "profile", "errors", "util"},
 }

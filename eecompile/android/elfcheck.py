@@ -325,6 +325,20 @@ def _layout_problems(s: dict, min_sdk: int, allowed_needed: Iterable[str]) -> li
     return out
 
 
+def libc_flavour(path: str | Path) -> str:
+    """"glibc" (NEEDED libc.so.6/ld-linux, a GLIBC symbol version or a non-Android interpreter),
+    "bionic" (NEEDED libc.so or /system/bin/linker64), else "unknown" (e.g. no libc at all)."""
+    s = read_elf_summary(path)
+    glibc = (any(re.fullmatch(r"(libc|libm|libdl|libpthread|librt)\.so\.\d+|ld-linux[\w.-]*", n) for n in s["needed"])
+             or any(v.startswith("GLIBC") for _, v in s["version_needs"])
+             or (s["interp"] is not None and s["interp"] != ANDROID_LINKER))
+    if glibc:
+        return "glibc"
+    if s["interp"] == ANDROID_LINKER or any(n in BIONIC_LIBS for n in s["needed"]):
+        return "bionic"
+    return "unknown"
+
+
 def check_android_elf(path: str | Path, min_sdk: int, allowed_needed: Iterable[str] = DEFAULT_ALLOWED_NEEDED,
                       extra_exports: Iterable[str] | None = None) -> list[Problem]:
     """All problems that would stop ``path`` loading (or loading safely) on arm64 Android at ``min_sdk``.

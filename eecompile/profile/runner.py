@@ -43,15 +43,21 @@ class Artifacts:
 
 
 def _build_runner(bundle: Bundle, arch: str) -> Path:
-    """ee_profile for ``arch`` ("host" or "aarch64"), built once per bundle and cached."""
+    """ee_profile for ``arch`` ("host", "aarch64" or "android-arm64"), built once per bundle and
+    decision rule, and cached."""
     from eecompile.harness.build import build_harness
     from eecompile.harness.generate import c_sources, generate_harness
 
     src_hash = sha256_file(c_sources() / "src" / "ee_profile.c")[:8] + sha256_file(c_sources() / "src" /
                                                                                     "ee_session.c")[:8]
-    root = cache_dir() / "runners" / f"{bundle.manifest.models_sha256[:16]}-{arch}-{src_hash}"
+    m = bundle.manifest
+    root = cache_dir() / "runners" / f"{m.models_sha256[:16]}-{m.decision_hash[:8]}-{arch}-{src_hash}"
     exe = root / f"build-{arch}" / "ee_profile"
-    if not exe.is_file():
+    if not exe.is_file() and arch == "android-arm64":
+        from eecompile.android.build import build_android
+
+        build_android(generate_harness(bundle, root, force=True), root / f"build-{arch}", programs=("ee_profile",))
+    elif not exe.is_file():
         build_harness(generate_harness(bundle, root, force=True), arch=arch)
     if not exe.is_file():
         raise ToolError(f"building ee_profile for {arch} produced no executable at {exe}", hint="check cmake's output")
@@ -75,19 +81,21 @@ def artifacts_for(bundle: Bundle, abi: str, runner: Path | None, litert: Path | 
                           hint="pass --runner and --litert built for it")
     if runner is not None and runner.is_dir():
         runner = runner / "ee_profile" if (runner / "ee_profile").is_file() else runner / "build-host" / "ee_profile"
+    if android and runner is None and machine != 183:
+        raise ProfileError(f"no runner for this Android device ({abi}): eecompile builds for arm64-v8a",
+                           hint="pass --runner (ee_profile built for the device) and --litert (its libLiteRt.so)")
+    if android and litert is None:
+        raise ProfileError("no libLiteRt.so for this Android device",
+                           hint="pass --litert with the arm64-v8a libLiteRt.so from the LiteRT AAR "
+                                "(com.google.ai.edge.litert:litert:2.3.0, jni/arm64-v8a/libLiteRt.so)")
     if android and runner is None:
-        raise ProfileError(f"no runner for this Android device ({abi})",
-                           hint="pass --runner (ee_profile built for Android, e.g. eecompile harness BUNDLE --arch "
-                                "android-arm64 --build) and --litert (the device's libLiteRt.so)")
+        runner = _build_runner(bundle, "android-arm64")
     if runner is None:
         arch = "host" if MACHINE_NAME.get(machine) == host_arch() else "aarch64"
         if arch == "aarch64" and machine != 183:
             raise DeviceError(f"no runner can be built here for ABI {abi}", hint="pass --runner and --litert")
         runner = _build_runner(bundle, arch)
     if litert is None:
-        if android:
-            raise ProfileError("no libLiteRt.so for this Android device",
-                               hint="pass --litert with the arm64-v8a libLiteRt.so from the LiteRT AAR")
         from eecompile.harness.aarch64 import fetch_litert_aarch64
         from eecompile.harness.build import find_litert_lib
 
@@ -99,7 +107,28 @@ def artifacts_for(bundle: Bundle, abi: str, runner: Path | None, litert: Path | 
         if got != machine:
             raise ProfileError(f"the {what} {path.name} is built for {MACHINE_NAME.get(got, got)}, the device is "
                                f"{abi}", hint="give files built for the device's ABI (nothing was pushed)")
+        if machine == 183:
+            _check_libc(path, what, android)
     return Artifacts(runner, litert, abi)
+
+
+def _check_libc(path: Path, what: str, android: bool) -> None:
+    """An arm64 file is built for bionic (Android) or glibc (Linux): refuse the wrong one before
+    pushing (on the device it fails with "not found" or a missing symbol, far from the cause)."""
+    from eecompile.android.elfcheck import ElfError, libc_flavour
+
+    try:
+        flavour = libc_flavour(path)
+    except ElfError:
+        return
+    glibc, bionic = flavour == "glibc", flavour == "bionic"
+    if android and glibc:
+        raise ProfileError(f"the {what} {path.name} is a Linux (glibc) build; this device runs Android",
+                           hint="eecompile harness BUNDLE -o DIR --arch android-arm64 --build builds ee_profile for "
+                                "it; libLiteRt.so comes from LiteRT's AAR (nothing was pushed)")
+    if not android and bionic:
+        raise ProfileError(f"the {what} {path.name} is an Android (bionic) build; this device runs Linux",
+                           hint="use --arch aarch64 builds for Linux boards (nothing was pushed)")
 
 
 def model_files(bundle: Bundle) -> list[str]:
