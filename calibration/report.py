@@ -82,7 +82,7 @@ def plot_frontier(report: dict, path: Path) -> Path:
     ax.set_ylabel("held-out accuracy (%)")
     ax.set_title(f"{report['bundle']['name']}: accuracy vs cost", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="center right")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

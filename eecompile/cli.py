@@ -406,6 +406,8 @@ def harness(bundle_dir, output, do_build, arch, min_sdk, sanitize, per_stage_fil
 @click.argument("bundle_dir", type=click.Path())
 @click.option("--android", "app_dir", required=True, type=click.Path(),
               help="The Android app to put the bundle into (android_demo/ of the eecompile sources, or a copy).")
+@click.option("--create", is_flag=True, help="Create the app at the --android directory from eecompile's template "
+                                              "first (it must not exist yet, or be empty).")
 @click.option("--samples", "n_samples", type=click.IntRange(1, 10000), default=64, show_default=True,
               help="Labelled test samples shipped with the app (from the bundle's own samples).")
 @click.option("--check", "host_check", is_flag=True,
@@ -415,7 +417,7 @@ def harness(bundle_dir, output, do_build, arch, min_sdk, sanitize, per_stage_fil
 @click.option("--litert", type=click.Path(), default=None,
               help="libLiteRt.so for arm64-v8a Android, or LiteRT's .aar: put into the APK.")
 @handle_errors
-def bundle_cmd(bundle_dir, app_dir, n_samples, host_check, apk, litert) -> None:
+def bundle_cmd(bundle_dir, app_dir, create, n_samples, host_check, apk, litert) -> None:
     """Put BUNDLE_DIR into the Android app: models, manifest, samples, Pareto table, generated C.
 
     Idempotent (only changed files are written); refuses a bundle that fails its checks and a
@@ -425,15 +427,21 @@ def bundle_cmd(bundle_dir, app_dir, n_samples, host_check, apk, litert) -> None:
     \b
     Example:
       eecompile bundle out/dsnet-int8 --android android_demo/ --check --apk out/demo.apk
+      eecompile bundle out/dsnet-int8 --android out/my-app --create
     """
     from pathlib import Path
 
-    from eecompile.android.app import install_bundle
+    from eecompile.android.app import check_bundle, create_app, install_bundle
+    from eecompile.bundle.io import load_bundle
 
     if litert and not apk:
         from eecompile.errors import HarnessError
 
         raise HarnessError("--litert goes into the APK", hint="add --apk OUT.apk")
+    if create:
+        check_bundle(load_bundle(bundle_dir))  # before the app is created: a refused bundle leaves nothing
+        create_app(app_dir)
+        click.echo(f"created the app at {app_dir} from eecompile's template")
     res = install_bundle(bundle_dir, app_dir, n_samples)
     click.echo(f"{app_dir}: {len(res.written)} files written, {res.unchanged} unchanged, {len(res.removed)} removed; "
                f"{res.n_samples} samples; Pareto table: {'yes' if res.calibrated else 'no (not calibrated)'}")
@@ -663,8 +671,9 @@ class _nullcontext:
               help="Zoo model to train and ship.")
 @click.option("--out", "out_dir", default="demo-out", show_default=True, type=click.Path())
 @click.option("--n-test", type=int, help="Use only the first N test samples.")
-@click.option("--latency-budget", type=float, default=0.6, show_default=True,
-              help="Choose the most accurate threshold (on val) whose expected latency is <= this x the full net.")
+@click.option("--latency-budget", type=float, default=0.55, show_default=True,
+              help="Calibrate (on val) the most accurate rule whose mean latency, from the profile, is <= this x "
+                   "the full path's.")
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
 def demo(model, out_dir, n_test, latency_budget, as_json) -> None:
@@ -691,7 +700,7 @@ def demo(model, out_dir, n_test, latency_budget, as_json) -> None:
     click.echo(f"early exit : accuracy {100 * ee['accuracy']:.2f}%  mean latency {ee['mean_latency_us']:.1f} us "
                f"({report['policy']} calibrated for {report['budget']} on {report['calibrated_on']})")
     o = report["oracle"]
-    click.echo(f"latency ratio {report['latency_ratio']:.3f}x (oracle {o['latency_ratio']:.3f}x), MAC ratio "
+    click.echo(f"latency ratio {report['latency_ratio']:.3f}x (the oracle's, modelled: {o['latency_ratio']:.3f}x), MAC ratio "
                f"{report['mac_ratio']:.3f}x, accuracy gap {report['accuracy_gap_pts']:.2f} pts; C runner and Python "
                f"runtime agree on every class: {ee['c_equals_python']}")
     pr = report["profile"]
@@ -699,6 +708,16 @@ def demo(model, out_dir, n_test, latency_budget, as_json) -> None:
                f"peak memory {pr['vm_hwm_kb']} kB; {pr['file']}")
     for n in report["notes"]:
         click.echo(f"note: {n}")
+    an = report["android"]
+    if "skipped" in an:
+        click.echo(f"android: app at {an['app']}; JNI check and APK skipped: {an['skipped']}")
+    else:
+        hc, apk = an["host_check"], an["apk"]
+        click.echo(f"android: app at {an['app']} ({an['samples']} samples); its JNI bridge in a JVM here: class, exit "
+                   f"and int8 logits equal to the Python runtime on {hc['logits_equal']}/{hc['n']} samples; APK "
+                   f"{apk['file']} ({apk['size_bytes'] / 1024:.0f} KiB, {', '.join(apk['native_code'])}, signed and "
+                   f"verified; without libLiteRt.so: add LiteRT's AAR with eecompile bundle --apk --litert); not run "
+                   "on a phone here")
     click.echo(f"export took {report['export_s']:.1f} s, calibration {report['calibrate_s']:.1f} s; bundle "
                f"{report['bundle']}; plot {report['plot']}")
 

@@ -12,8 +12,12 @@ PY=${PY:-python3}
 #   clang lld-14                 libFuzzer; the Android arm64 build (no NDK: clang + lld + stub libs)
 #   adb                          the real Android Debug Bridge client (profiling over adb)
 #   openssh-client/-server       profiling over ssh (tests run a real sshd on loopback)
+#   android-sdk                  aapt, zipalign, apksigner: the offline APK build
+#   android-libnativehelper-dev  jni.h for the arm64 Android JNI library
+#   openjdk-17-jdk-headless      javac/java/keytool: the app's Java, the host JVM check of the JNI bridge
+#   (android.jar for API 23 and dx come from Debian bullseye into ~/.cache: eecompile/android/sdk.py)
 PACKAGES="dataset-fashion-mnist build-essential cmake crossbuild-essential-arm64 qemu-user clang lld-14 adb
-          openssh-client openssh-server util-linux"
+          openssh-client openssh-server util-linux android-sdk android-libnativehelper-dev openjdk-17-jdk-headless"
 need=""
 for pkg in $PACKAGES; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need="$need $pkg"

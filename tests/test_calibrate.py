@@ -159,6 +159,11 @@ def test_anytime_table_maps_a_deadline_to_an_exit(profiled, cal_data, tmp_path):
     tight = rt.run(x[:50], deadline_us=table[0]["p99_latency_us"] + 1e-3)
     assert (tight.exit_idx == 0).all()
     assert rt.exit_for_deadline(table[1]["p99_latency_us"] + 1e-3) == 1
+    # HarvNet's use: the energy available for one inference -> the deepest exit to allow
+    assert all(a["p99_energy_mj"] < b_["p99_energy_mj"] for a, b_ in zip(table, table[1:]))
+    assert rt.exit_for_energy(table[1]["p99_energy_mj"] * 1.0001) == 1
+    assert rt.exit_for_energy(table[-1]["p99_energy_mj"] * 2) == len(table) - 1
+    assert (rt.run(x[:50], max_exit=rt.exit_for_energy(table[0]["p99_energy_mj"] * 1.0001)).exit_idx == 0).all()
 
 
 def test_guarantee_settings(profiled, cal_data, tmp_path):

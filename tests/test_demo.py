@@ -24,3 +24,9 @@ def test_demo_digits_end_to_end(tmp_path):
     m = load_bundle(r["bundle"]).manifest
     assert [e.threshold for e in m.exits] == r["thresholds"] and m.validation["thresholds"] == r["thresholds"]
     assert m.decision["calibration"]["budget"] == r["budget"]
+    # the Android step: the app created from the template, its JNI bridge equal to the Python
+    # runtime in a JVM here, the APK built and verified (not run on a phone)
+    an = r["android"]
+    assert "skipped" not in an, an.get("skipped")
+    assert an["host_check"]["ok"] and an["host_check"]["logits_equal"] == an["host_check"]["n"] == an["samples"]
+    assert an["apk"]["native_code"] == ["arm64-v8a"] and (tmp_path / "demo" / "eecompile-demo.apk").stat().st_size > 0

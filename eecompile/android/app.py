@@ -60,12 +60,43 @@ class InstallResult:
     calibrated: bool = False
 
 
+_PKG_APP = Path(__file__).resolve().parents[1] / "_app"  # in an installed wheel
+_TREE_APP = Path(__file__).resolve().parents[2] / "android_demo"  # in a source checkout
+TEMPLATE_SKIP = ("assets", "harness", "build", ".cxx", ".gradle", "local.properties", "__pycache__")
+
+
+def app_template() -> Path:
+    """The app's sources as eecompile ships them (the wheel's copy, else the source tree's)."""
+    for root in (_PKG_APP, _TREE_APP):
+        if (root / APP_CONFIG).is_file():
+            return root
+    raise AppError(f"the Android app template is missing (looked in {_PKG_APP} and {_TREE_APP})",
+                   hint="reinstall eecompile")
+
+
+def create_app(app_dir: str | Path) -> Path:
+    """A fresh copy of the app template at ``app_dir`` (which must not exist or be empty)."""
+    import shutil
+
+    dst = Path(app_dir)
+    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
+        raise OutputPathError(f"{dst} exists and is not an empty directory", hint="choose a new directory for the app")
+    tmp = dst.with_name(dst.name + ".tmp-create")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(app_template(), tmp, ignore=shutil.ignore_patterns(*TEMPLATE_SKIP))
+    if dst.exists():
+        dst.rmdir()
+    os.replace(tmp, dst)
+    return dst
+
+
 def load_app(app_dir: str | Path) -> App:
     root = Path(app_dir)
     cfg_path = root / APP_CONFIG
     if not cfg_path.is_file():
         raise AppError(f"{root} is not the eecompile Android app (no {APP_CONFIG})",
-                       hint="pass the android_demo/ directory of the eecompile source tree, or a copy of it")
+                       hint="pass the android_demo/ directory of the eecompile sources (or a copy), or a new "
+                            "directory with --create")
     try:
         cfg = json.loads(cfg_path.read_text())
     except (OSError, ValueError) as exc:

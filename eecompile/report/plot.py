@@ -36,7 +36,7 @@ def plot_tradeoff(report: dict, path: Path) -> None:
     ax.set_ylabel("accuracy (%)")
     ax.set_title(f"{report['model']} on {report['dataset']}: accuracy vs latency")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="center right")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

@@ -144,6 +144,19 @@ class Runtime:
         fits = [row["exit"] for row in table if row["p99_latency_us"] <= deadline_us]
         return max(fits) if fits else 0
 
+    def exit_for_energy(self, energy_mj: float) -> int:
+        """The deepest exit whose p99 energy per inference fits ``energy_mj`` (HarvNet: the
+        energy harvested for this inference -> the exit to allow; pass it as ``max_exit``).
+        Needs an anytime table computed from a profile with energy (measured or estimated)."""
+        table = self.manifest.decision.get("anytime")
+        if not table or any("p99_energy_mj" not in row for row in table):
+            raise PolicyError("this bundle's anytime table has no energy column",
+                              hint="profile with energy (or --power-w), then eecompile calibrate BUNDLE")
+        if not np.isfinite(energy_mj) or energy_mj <= 0:
+            raise PolicyError(f"energy {energy_mj} mJ is not a positive amount", hint="e.g. energy_mj=0.5")
+        fits = [row["exit"] for row in table if row["p99_energy_mj"] <= energy_mj]
+        return max(fits) if fits else 0
+
     def _policy(self, policy: ExitPolicy | str | None, thresholds) -> ExitPolicy:
         if isinstance(policy, ExitPolicy):
             return policy
