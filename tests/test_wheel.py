@@ -63,3 +63,14 @@ def test_wheel_install_export_harness_run(tmp_path, digits_data):
     assert out["summary"]["n"] == 20 and out["summary"]["input"] == "npy float32"
     acc = np.mean([s["class_idx"] for s in out["samples"]] == digits_data["test"].y[:20])
     assert acc >= 0.8
+
+    # the Android app template ships in the wheel: a new app from it, and the bundle put in it
+    assert "eecompile/_app/app/src/main/cpp/ee_jni.c" in names and "eecompile/_app/eecompile-app.json" in names
+    assert "eecompile/_app/app/src/main/java/dev/eecompile/EeHarness.java" in names
+    assert {"eecompile/_app/app/src/main/res/values/strings.xml", "eecompile/_app/app/src/main/AndroidManifest.xml",
+            "eecompile/_app/app/src/main/cpp/CMakeLists.txt", "eecompile/_app/app/build.gradle"} <= set(names)
+    assert "eecompile/android/java/HostRun.java" in names
+    res = _run([str(cli), "bundle", "bundle", "--android", "app", "--create"], work)
+    assert "created the app at app" in res.stdout
+    assert (work / "app/app/src/main/assets/eecompile/bundle/stages.tflite").is_file()
+    assert (work / "app/app/src/main/cpp/harness/ee_bundle_gen.c").is_file()
