@@ -41,6 +41,15 @@ def interrupt_guard() -> Iterator[None]:
     try:
         yield
         checkpoint()
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
+        # A Ctrl-C that landed inside a C extension's import or a converter's error path comes
+        # out as some other error (measured: "ImportError: initialization failed"): it was
+        # still the user's Ctrl-C.
+        if _seen.is_set():
+            raise KeyboardInterrupt from exc
+        raise
     finally:
         signal.signal(signal.SIGINT, previous)
         _seen.clear()
