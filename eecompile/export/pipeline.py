@@ -152,6 +152,12 @@ def _boundary(producer: GraphSpec, consumer: GraphSpec, label: str) -> list[dict
     rows = []
     states = [t for t in producer.outputs if t.role == "state"]
     for out, inp in zip(states, consumer.inputs):
+        if out.shape != inp.shape or out.perm_from_torch != inp.perm_from_torch or out.dtype != inp.dtype:
+            raise ExportError(
+                f"{label}: state {out.name} leaves as {out.dtype}{out.shape} (layout {out.perm_from_torch}) but the "
+                f"next stage takes {inp.dtype}{inp.shape} (layout {inp.perm_from_torch})",
+                hint="the converter laid this state out differently on the two sides; export with --target onnx "
+                     "and report the model to eecompile")
         if out.quant is None or inp.quant is None:
             continue
         s1, s2 = out.quant.scale, inp.quant.scale

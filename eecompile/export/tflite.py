@@ -41,14 +41,15 @@ class TFLiteGraph:
 
 
 def infer_perm(torch_shape: list[int], exported_shape: list[int], what: str) -> list[int]:
-    """The permutation onnx2tf applied to a tensor: channel-last for rank 3/4, else identity."""
+    """The permutation onnx2tf applied to a tensor: channel-last for images (rank 4), torch
+    layout for every other rank (``_onnx2tf`` keeps rank-3 and rank-5 inputs as they are, and
+    onnx2tf writes such outputs in torch layout), so a sequence state leaves one stage in the
+    layout the next stage takes. Ambiguous shapes (e.g. 64x64) resolve to those defaults."""
     rank = len(torch_shape)
-    candidates = []
-    if rank == 4:
-        candidates.append([0, 2, 3, 1])
-    elif rank == 3:
-        candidates.append([0, 2, 1])
+    candidates = [[0, 2, 3, 1]] if rank == 4 else []
     candidates.append(list(range(rank)))
+    if rank == 3:
+        candidates.append([0, 2, 1])  # what onnx2tf does to a rank-3 input it is not told to keep
     for perm in candidates:
         if [torch_shape[p] for p in perm] == list(exported_shape):
             return perm
@@ -68,6 +69,28 @@ def _sample_images(sample: list[np.ndarray]):
     return lambda: np.concatenate([nhwc] * reps)[:20]
 
 
+def _keep_layout_inputs(onnx_path: Path) -> list[str] | None:
+    """Inputs of rank 3 and 5 that onnx2tf must leave in torch layout. By default it makes
+    them channel-last (NCW -> NWC) while it writes the same tensors as outputs in torch
+    layout, so a (batch, 16, 64) sequence state left stage k as (1, 16, 64) and stage k+1
+    expected (1, 64, 16). Images (rank 4) stay NHWC on both sides, as XNNPACK wants."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    names = [i.name for i in graph.input if len(i.type.tensor_type.shape.dim) in (3, 5)]
+    return names or None
+
+
+def _pseudo_ops(onnx_path: Path) -> list[str]:
+    """TFLite has no builtin ERF (exact GELU, ``nn.GELU()``, spells it out): onnx2tf then
+    writes erf as Abramowitz-Stegun 7.1.26 (abs, exp, mul, add; max error 1.5e-7), which
+    every TFLite runtime has. Validation judges the result like any other conversion."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    return ["erf"] if any(n.op_type == "Erf" for n in graph.node) else []
+
+
 def _onnx2tf(onnx_path: Path, out_dir: Path, use_onnxsim: bool, stage_idx: int, sample_images=None):
     import sys
 
@@ -85,7 +108,9 @@ def _onnx2tf(onnx_path: Path, out_dir: Path, use_onnxsim: bool, stage_idx: int, 
         with redirect_stdout(sink), redirect_stderr(sink):
             model = onnx2tf.convert(input_onnx_file_path=str(onnx_path), output_folder_path=str(out_dir),
                                     not_use_onnxsim=not use_onnxsim, output_signaturedefs=True,
-                                    copy_onnx_input_output_names_to_tflite=True, non_verbose=True)
+                                    copy_onnx_input_output_names_to_tflite=True, non_verbose=True,
+                                    keep_shape_absolutely_input_names=_keep_layout_inputs(onnx_path),
+                                    replace_to_pseudo_operators=_pseudo_ops(onnx_path))
     except SystemExit as exc:  # onnx2tf exits the process on conversion errors
         checkpoint()  # an interrupt it turned into an error is an interrupt
         tail = sink.getvalue().strip().splitlines()[-3:]
@@ -159,6 +184,29 @@ def _convert(saved_model: Path, precision: str, representative: list[dict[str, n
                           hint="report the model to eecompile") from exc
 
 
+def _smoke_run(data: bytes, sample: dict[str, np.ndarray], stage_idx: int, precision: str) -> None:
+    """Run the converted graph once: some int8 kernels refuse their quantized inputs at run
+    time (measured: the DIV inside a spelled-out erf fails "data[i] != zero_point"), which
+    would otherwise surface as a LiteRT RuntimeError in validation."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_content=data).get_signature_runner()
+    feeds = {}
+    for name, d in runner.get_input_details().items():
+        scale, zp = d["quantization"]
+        x = sample[name]
+        if scale:
+            x = np.clip(np.round(x / scale + zp), -128, 127)
+        feeds[name] = x.astype(d["dtype"])
+    try:
+        runner(**feeds)
+    except RuntimeError as exc:
+        op = str(exc).strip().splitlines()[-1][:200]
+        raise UnsupportedOpError(f"stage {stage_idx}: the {precision} graph does not run in LiteRT ({op})",
+                                 hint="export this model with --target tflite-fp16 or tflite-fp32 (an int8 "
+                                      "kernel rejected its inputs; exact GELU is one known case)") from exc
+
+
 def _io_specs(data: bytes, torch_in: list[tuple[str, str, list[int]]], torch_out: list[tuple[str, str, list[int]]],
               stage_idx: int) -> tuple[list[TensorSpec], list[TensorSpec], str]:
     """Read tensor indices, shapes, dtypes and quant params through the model's signature.
@@ -206,18 +254,22 @@ def convert_stage(onnx_path: Path, work_dir: Path, precision: str, stage_idx: in
     """
     if precision not in PRECISIONS:
         raise ExportError(f"unknown precision {precision!r}", hint=f"use one of {PRECISIONS}")
-    rewritten = 0
-    if precision == "int8":
-        from eecompile.export.onnx import avgpool_to_depthwise
+    from eecompile.export.onnx import avgpool_to_depthwise
 
-        rewritten = avgpool_to_depthwise(onnx_path)
+    rewritten = avgpool_to_depthwise(onnx_path) if precision == "int8" else 0
+    # onnx2tf gets its own copy, per attempt: it rewrites the file it is given (dropping node
+    # domains), and ONNX Runtime checks the conversion against the untouched graph
+    for_tf = onnx_path.with_name(onnx_path.stem + "_onnx2tf.onnx")
+    shutil.copyfile(onnx_path, for_tf)
+    pristine = for_tf.read_bytes()
     attempts = {"auto": [False, True], "off": [False], "on": [True]}[onnxsim]
     rel_err = float("inf")
     used = False
     saved = work_dir / f"saved_model_{stage_idx}"
     for use_sim in attempts:
+        for_tf.write_bytes(pristine)
         try:
-            keras_model = _onnx2tf(onnx_path, saved, use_sim, stage_idx, _sample_images(check_inputs))
+            keras_model = _onnx2tf(for_tf, saved, use_sim, stage_idx, _sample_images(check_inputs))
         except ExportError:
             if use_sim == attempts[-1]:
                 raise
@@ -243,6 +295,9 @@ def convert_stage(onnx_path: Path, work_dir: Path, precision: str, stage_idx: in
         calib = [np.ascontiguousarray(np.transpose(a, p)) for a, p in zip(calib_inputs, perms_in)]
         representative = [{n: a[i : i + 1] for n, a in zip(names, calib)} for i in range(len(calib[0]))]
     data = fp32 if precision == "fp32" else _convert(saved, precision, representative, stage_idx)
+    if representative:
+        _smoke_run(data, representative[0], stage_idx, precision)
     inputs, outputs, sig = _io_specs(data, torch_in, torch_out, stage_idx)
     shutil.rmtree(saved, ignore_errors=True)
+    for_tf.unlink(missing_ok=True)
     return TFLiteGraph(data, inputs, outputs, sig, used, rel_err, rewritten)

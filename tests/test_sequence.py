@@ -1,0 +1,134 @@
+"""Sequence states chain through every target: a model whose state between stages is a
+(batch, 8, 32) token sequence (digits read row by row: 8 tokens of 8 pixels), trained for
+real, exported to onnx and every TFLite target, validated exit by exit against PyTorch, run
+with early exits in Python and, for int8, in the C harness bit for bit. Its feed-forward uses
+exact GELU (float targets; int8 uses ReLU, see test_int8_exact_gelu_is_refused...).
+
+Before the fix onnx2tf made rank-3 stage inputs channel-last (1, 32, 8) while it wrote the
+same tensor as the previous stage's output in torch layout (1, 8, 32): tflite-fp32 and
+tflite-int8 failed validation with "Dimension mismatch. Got 8 but expected 32"."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from eecompile import Runtime
+from eecompile.data.datasets import Dataset
+from eecompile.model.contract import EarlyExitModel
+from eecompile.model.train import exit_accuracies, train
+from eecompile.model.zoo import Recipe
+
+D = 32
+
+
+class Block(nn.Module):
+    """A Mixer-style block on a (batch, tokens, features) sequence: LayerNorm, a token-mixing
+    linear layer (transposes inside the graph) and a GELU feed-forward."""
+
+    def __init__(self, d_in: int, act: type[nn.Module] = nn.GELU, n_tokens: int = 8) -> None:
+        super().__init__()
+        self.proj = nn.Linear(d_in, D)
+        self.pos = nn.Parameter(torch.zeros(n_tokens, D))
+        self.norm = nn.LayerNorm(D)
+        self.mix = nn.Linear(n_tokens, n_tokens)
+        self.ff = nn.Sequential(nn.Linear(D, 2 * D), act(), nn.Linear(2 * D, D))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.norm(self.proj(x) + self.pos)
+        h = h + self.mix(h.transpose(1, 2)).transpose(1, 2)
+        return h + self.ff(h)
+
+
+class Head(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(D, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.mean(dim=1))
+
+
+def rows(ds: Dataset) -> Dataset:
+    return Dataset(np.ascontiguousarray(ds.x.reshape(len(ds.x), 8, 8)), ds.y, ds.class_names, ds.name + " rows")
+
+
+def _trained(act: type[nn.Module], digits_data) -> tuple[EarlyExitModel, dict[str, Dataset]]:
+    from eecompile.data import load_data
+
+    torch.manual_seed(0)
+    model = EarlyExitModel([Block(8, act), Block(D, act), Block(D, act)], [Head(), Head(), Head()],
+                           input_shape=(8, 8), name=f"seq-digits-{act.__name__.lower()}")
+    train(model, rows(load_data("digits:train")), Recipe(epochs=15, lr=3e-3, batch_size=64), quiet=True)
+    model.eval()
+    data = {k: rows(v) for k, v in digits_data.items()}
+    data["calib"] = rows(load_data("digits:train:1024"))  # int8: 256 samples left exit 2 1.3 points short
+    accs = exit_accuracies(model, data["test"])
+    assert accs[-1] > 0.85, accs  # a trained model, so the checks below judge real decisions
+    return model, data
+
+
+@pytest.fixture(scope="module")
+def seq(digits_data):
+    """GELU feed-forward, as in transformers (float targets: TFLite's int8 path rejects exact GELU)."""
+    return _trained(nn.GELU, digits_data)
+
+
+@pytest.fixture(scope="module")
+def seq_relu(digits_data):
+    return _trained(nn.ReLU, digits_data)
+
+
+@pytest.mark.parametrize("target", ["onnx", "tflite-fp32", "tflite-fp16", "tflite-int8"])
+def test_sequence_state_chains(seq, seq_relu, target, tmp_path):
+    from eecompile.export import ExportOptions, export
+
+    model, data = seq_relu if target == "tflite-int8" else seq
+    bundle = export(model, target, data["calib"], tmp_path / target, val_data=data["val"],
+                    options=ExportOptions(quiet=True, model_source="test_sequence"))
+    m = bundle.manifest
+    for k, st in enumerate(m.stages):
+        for t in st.graphs[0].inputs + [o for o in st.graphs[0].outputs if o.role == "state"]:
+            assert t.perm_from_torch == [0, 1, 2] and t.shape[1:] == [8, D if (k or t.role == "state") else 8], t
+    val = m.validation
+    assert not val["failures"], val["failures"]
+    top1 = [e["top1_agreement"] for e in val["exits"]]
+    assert min(top1) >= (0.98 if target == "tflite-int8" else 0.999), top1
+    rt = Runtime(bundle)
+    res = rt.run(data["test"].x, policy="max-prob", thresholds=0.9)
+    acc = float(np.mean(res.class_idx == data["test"].y))
+    full = float(np.mean(rt.run(data["test"].x, no_early_exit=True).class_idx == data["test"].y))
+    assert acc > full - 0.03 and np.bincount(res.exit_idx, minlength=3)[0] > 0, (acc, full)
+
+
+def test_int8_exact_gelu_is_refused_with_a_next_step(seq, tmp_path):
+    """Exact GELU converts to TFLite float (erf written as builtin ops), but LiteRT's int8 DIV
+    rejects the spelled-out erf at run time: a typed error naming the stage and the way out,
+    and nothing written."""
+    from eecompile.errors import UnsupportedOpError
+    from eecompile.export import ExportOptions, export
+
+    model, data = seq
+    with pytest.raises(UnsupportedOpError, match=r"stage 0: the int8 graph does not run in LiteRT") as exc:
+        export(model, "tflite-int8", data["train"], tmp_path / "gelu-int8", val_data=data["val"],
+               options=ExportOptions(quiet=True))
+    assert "tflite-fp16" in exc.value.hint and not (tmp_path / "gelu-int8").exists()
+
+
+def test_sequence_int8_c_harness_bit_exact(seq_relu, tmp_path):
+    """The C harness chains the (1, 8, 32) int8 state as raw bytes, like an image state."""
+    from conftest import require_tools
+    from test_harness import built, check_parity
+
+    from eecompile.export import ExportOptions, export
+    from eecompile.harness import find_litert_lib
+
+    require_tools("cmake", "cc")
+    model, data = seq_relu
+    bundle = export(model, "tflite-int8", data["calib"], tmp_path / "int8", val_data=data["val"],
+                    options=ExportOptions(quiet=True, model_source="test_sequence"))
+    exe = built(bundle, tmp_path).ee_run
+    shares = check_parity(bundle, exe, data["test"].x, str(find_litert_lib()), tmp_path)
+    assert any(s[0] > 0 and s[-1] > 0 for s in shares.values())
