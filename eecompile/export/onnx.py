@@ -112,3 +112,27 @@ def avgpool_to_depthwise(path: Path) -> int:
         onnx.checker.check_model(model)
         onnx.save(model, str(path))
     return n
+
+
+def constants_as_initializers(path: Path) -> int:
+    """Turn ``Constant`` nodes into graph initializers, in place; returns how many.
+
+    The opset-17 exporter writes scalars as ``Constant`` nodes. onnx2tf folds such a node into
+    a bare Python float, and where it divides a tensor (attention's ``/ sqrt(d)``) the graph's
+    output became that float: "Output tensors of a Functional model must be the output of a
+    TensorFlow Layer ... Found: 5.656854152679443". As an initializer it is a tensor like any
+    weight. Same graph, same numbers.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    consts = [n for n in model.graph.node
+              if n.op_type == "Constant" and len(n.attribute) == 1 and n.attribute[0].name == "value"]
+    for n in consts:
+        model.graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(n.attribute[0].t), n.output[0]))
+        model.graph.node.remove(n)
+    if consts:
+        onnx.checker.check_model(model)
+        onnx.save(model, str(path))
+    return len(consts)

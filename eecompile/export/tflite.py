@@ -254,13 +254,14 @@ def convert_stage(onnx_path: Path, work_dir: Path, precision: str, stage_idx: in
     """
     if precision not in PRECISIONS:
         raise ExportError(f"unknown precision {precision!r}", hint=f"use one of {PRECISIONS}")
-    from eecompile.export.onnx import avgpool_to_depthwise
+    from eecompile.export.onnx import avgpool_to_depthwise, constants_as_initializers
 
     rewritten = avgpool_to_depthwise(onnx_path) if precision == "int8" else 0
     # onnx2tf gets its own copy, per attempt: it rewrites the file it is given (dropping node
     # domains), and ONNX Runtime checks the conversion against the untouched graph
     for_tf = onnx_path.with_name(onnx_path.stem + "_onnx2tf.onnx")
     shutil.copyfile(onnx_path, for_tf)
+    constants_as_initializers(for_tf)  # attention's 1/sqrt(d) must stay a tensor for onnx2tf
     pristine = for_tf.read_bytes()
     attempts = {"auto": [False, True], "off": [False], "on": [True]}[onnxsim]
     rel_err = float("inf")
@@ -285,10 +286,13 @@ def convert_stage(onnx_path: Path, work_dir: Path, precision: str, stage_idx: in
         if rel_err <= FLOAT_CHECK_REL_TOL:
             break
     if rel_err > FLOAT_CHECK_REL_TOL:
+        square = [name for name, _, shp in torch_in if len(shp) == 3 and shp[1] == shp[2]]
         raise ExportError(
             f"stage {stage_idx}: onnx2tf's float graph differs from ONNX Runtime by {rel_err:.3g} (relative)"
             f" even with onnxsim={'on' if used else 'off'}",
-            hint="simplify the stage (e.g. fold explicit padding into convolutions) or use --target onnx")
+            hint="a rank-3 input with as many tokens as features (here " + str(square) + ") confuses onnx2tf's "
+                 "layout guess: pad the features; or use --target onnx" if square else
+                 "simplify the stage (e.g. fold explicit padding into convolutions) or use --target onnx")
     representative = None
     if precision == "int8":
         names = [n for n, _, _ in torch_in]
