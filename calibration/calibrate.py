@@ -9,7 +9,7 @@ of the search part and comparing on the other half; the held-out part only repor
 from __future__ import annotations
 
 import datetime as _dt
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,13 +21,13 @@ from eecompile.errors import CalibrationError, InfeasibleBudgetError
 from . import guarantee as gt
 from .budget import Budget
 from .cache import ExitLogits, check_labelled, exit_logits
+from .certify import build_family, choose_certified, guarantee_cost_model, guaranteed_cost
 from .costs import CostModel, find_profile, mac_costs, profile_costs
 from .scores import ALL_POLICIES, Features, fit_gates, public_threshold
-from .search import SCORE_RANGE, Eval, Problem, Rule, solve
+from .search import DROP_GRID, SCORE_RANGE, Eval, Problem, Rule, solve
 
-# the in-between rules of the Learn-then-Test family: the fraction of the way to "never fires"
-TEMPER = (0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
-DROP_GRID = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 20.0, 100.0)
+# --delta without a guarantee is refused; the CLI passes this default either way, so it is let through
+DEFAULT_DELTA = 0.1
 
 
 @dataclass
@@ -38,7 +38,7 @@ class CalibrateOptions:
     cost: str = "auto"  # auto (the bundle's device profile, else MACs) | macs
     profile: str | Path | None = None
     guarantee_eps: float | None = None
-    delta: float = 0.1
+    delta: float | None = None  # None: DEFAULT_DELTA; only with a guarantee (guarantee_eps or cost_guarantee)
     cost_guarantee: bool = False
     holdout: float = 0.3
     seed: int = 0
@@ -178,102 +178,33 @@ def _infeasible(pb: Problem, budget: Budget, policy: str, kept0, drop_ok, gates)
                                  + "; ".join(notes), hint="relax the budget to the nearest feasible point above")
 
 
-def build_family(pb_search: Problem, costs: dict, primary: str, policy: str, kept0, drop_ok, gates
-                 ) -> list[tuple[float, Rule]]:
-    """The rules Learn-then-Test chooses among, found on the search part only (so the family is
-    fixed before the calibration part is looked at), ordered from the most conservative to the
-    most aggressive by their accuracy loss on the search part (then by cost, most expensive
-    first): the final exit alone (no loss), the cheapest rule at each accuracy drop of
-    DROP_GRID, and rules between the first two (each threshold moved a fraction of the way to
-    "never fires"). Without those in-between rules the sequence starts at a rule that already
-    loses about 1% of the samples against the final exit, and a tight --guarantee certifies
-    nothing (measured: 0 of 100 splits at eps 0.01 on the demo bundle)."""
-    lo, hi = SCORE_RANGE[policy]
-    final_only = Rule(policy, np.full(pb_search.k, hi), np.asarray(kept0, dtype=bool).copy(), gates)
-    rules = [final_only]
-    for d in DROP_GRID:
-        sub = Problem(pb_search.feat, pb_search.correct, costs, Budget(accuracy_drop_pts=d), primary, z=0.0)
-        rules.append(solve(sub, policy, kept0, drop_ok, gates, n_starts=2)[0])
-    if policy != "patience":
-        base = rules[1]
-        cands = [np.array(pb_search.candidates(base, k)) for k in range(pb_search.k - 1)]
-        for a in TEMPER:  # snapped to candidate thresholds: midpoints between scores, as the search's
-            th = base.thresholds.copy()
-            for k, c in enumerate(cands):
-                th[k] = c[np.abs(c - (th[k] + a * (hi - th[k]))).argmin()]
-            rules.append(replace(base, thresholds=th))
-    final_right = pb_search.correct[:, -1]
-    rows = {}
-    for r in rules:
-        ev = pb_search.evaluate(r)
-        loss = float((final_right & ~pb_search.correct[np.arange(pb_search.n), ev.exit_idx]).mean())
-        rows.setdefault(r.key(), (loss, -ev.cost[primary], ev.cost[primary], r))
-    return [(c, r) for _, _, c, r in sorted(rows.values(), key=lambda t: (t[0], t[1]))]
-
-
-def certify(fam: list[tuple[float, Rule]], pc: Problem, opts: CalibrateOptions, costs: dict) -> tuple[np.ndarray, dict]:
-    """Which rules of the family are certified on the calibration part ``pc``: accuracy loss
-    <= eps (fixed sequence from the conservative end), and/or mean cost <= the budget (from
-    the cheap end); with both, each test at delta / 2."""
-    n = pc.n
-    info: dict = {"n_calibration": n, "family_size": len(fam), "delta": opts.delta}
-    ok = np.ones(len(fam), dtype=bool)
-    delta = opts.delta / 2 if opts.guarantee_eps is not None and opts.cost_guarantee else opts.delta
+def check_guarantee_options(opts: CalibrateOptions) -> CalibrateOptions:
+    """The guarantee settings checked before any data is run; returns the options with delta set.
+    delta must be in (0, 1) with either guarantee, and is refused without one (it would do
+    nothing); the cost guarantee needs a mean cost budget."""
+    with_cal = opts.guarantee_eps is not None or opts.cost_guarantee
+    if not with_cal:
+        if opts.delta is not None:
+            raise CalibrationError(f"--delta {opts.delta} is given without a guarantee (--guarantee or "
+                                   "--cost-guarantee): it would change nothing",
+                                   hint="add --guarantee EPS (accuracy) and/or --cost-guarantee, or drop --delta")
+        return opts
+    delta = DEFAULT_DELTA if opts.delta is None else opts.delta
+    gt.check_delta(delta)
     if opts.guarantee_eps is not None:
-        final_ok = pc.correct[:, -1]
-        pvals = []
-        for _, r in fam:
-            losses = int((final_ok & ~pc.correct[np.arange(n), pc.exits(r)]).sum())
-            pvals.append(gt.binomial_pvalue(losses, n, opts.guarantee_eps))
-        n_cert = gt.fixed_sequence(pvals, delta)
-        ok[n_cert:] = False
-        info.update(eps=opts.guarantee_eps, accuracy_certified=n_cert, accuracy_pvalues=pvals)
+        gt.check_eps(opts.guarantee_eps)
     if opts.cost_guarantee:
-        b = opts.budget
-        bound = b.energy_mj if b.energy_mj is not None else (1000 * b.latency_ms if b.latency_ms is not None else None)
-        if bound is None:
-            raise CalibrationError("--cost-guarantee needs a mean cost budget (latency-ms=X or energy-mj=X)",
-                                   hint="e.g. --budget latency-ms=0.05 --cost-guarantee")
-        kind = "energy" if b.energy_mj is not None else "latency"
-        cm = costs[kind]
-        c_max = float(cm.exit_cost.max())
-        order = list(range(len(fam)))[::-1]  # the cheapest first
-        pvals = [gt.hb_pvalue(float((cm.per_exit(fam[i][1].kept)[pc.exits(fam[i][1])] / c_max).mean()), n,
-                              bound / c_max) for i in order]
-        n_cert = gt.fixed_sequence(pvals, delta)
-        cost_ok = np.zeros(len(fam), dtype=bool)
-        cost_ok[[order[j] for j in range(n_cert)]] = True
-        ok &= cost_ok
-        info.update(cost_kind=kind, cost_bound=bound, cost_certified=n_cert, cost_pvalues=pvals)
-    info["certified"] = int(ok.sum())
-    return ok, info
-
-
-def pick_certified(fam, ok, pb_search: Problem) -> Rule | None:
-    """The certified rule that does best on the search part under the budget."""
-    certified = [r for (_, r), good in zip(fam, ok) if good]
-    return min(certified, key=lambda r: pb_search.rank(pb_search.evaluate(r))) if certified else None
+        guaranteed_cost(opts.budget)
+    return replace(opts, delta=float(delta))
 
 
 def _guaranteed(data, feat, sp: Splits, opts: CalibrateOptions, costs: dict, primary: str, policy: str,
-                kept0, drop_ok, gates, pb_search: Problem) -> tuple[Rule, dict]:
+                kept0, drop_ok, gates, pb_search: Problem, prof: dict | None) -> tuple[Rule, dict]:
     """Learn-then-Test over a family of rules found on the search part (conservative first)."""
     fam = build_family(pb_search, costs, primary, policy, kept0, drop_ok, gates)
     pc = _problem(data, feat, sp.cal, costs, opts.budget, primary)
-    ok, info = certify(fam, pc, opts, costs)
-    choice = pick_certified(fam, ok, pb_search)
-    if choice is None:
-        raise InfeasibleBudgetError(f"no rule is certified at delta={opts.delta} on {pc.n} calibration samples "
-                                    f"({info.get('accuracy_certified', '-')} by accuracy, "
-                                    f"{info.get('cost_certified', '-')} by cost, of {len(fam)})",
-                                    hint="loosen --guarantee or --delta, relax the budget, or give more data")
-    ev = pb_search.evaluate(choice)
-    if ev.violation > 0 and not opts.cost_guarantee:
-        raise InfeasibleBudgetError(f"no certified rule meets {opts.budget.describe()}: the best certified one "
-                                    f"costs {ev.cost[primary]:.4g} {costs[primary].unit} at accuracy "
-                                    f"{100 * ev.accuracy:.2f}% on the search data",
-                                    hint="relax the budget to that point, or loosen the guarantee")
-    return choice, info
+    cost_model = guarantee_cost_model(prof, opts.budget) if opts.cost_guarantee else None
+    return choose_certified(fam, pc, pb_search, opts, cost_model)
 
 
 def calibrate(bundle: Bundle, x: np.ndarray, y: np.ndarray | None, opts: CalibrateOptions, data_name: str = "",
@@ -287,6 +218,7 @@ def calibrate(bundle: Bundle, x: np.ndarray, y: np.ndarray | None, opts: Calibra
         raise CalibrationError(f"--margin {opts.margin_z} is not in 0..10 standard errors", hint="e.g. --margin 2")
     if not 0.05 <= opts.holdout <= 0.9:
         raise CalibrationError(f"--holdout {opts.holdout} is not a share in 0.05..0.9", hint="e.g. --holdout 0.3")
+    opts = check_guarantee_options(opts)
     x, y = check_labelled(bundle, x, y, "calibration data")
     kept0, drop_ok = parse_exits(opts.exits, m.n_exits)
     if not any(s.trunk for s in m.stages) and not any(g.kind == "segment" for s in m.stages for g in s.graphs):
@@ -294,8 +226,8 @@ def calibrate(bundle: Bundle, x: np.ndarray, y: np.ndarray | None, opts: Calibra
     costs, primary, prof = cost_models(bundle, opts)
     with_cal = opts.guarantee_eps is not None or opts.cost_guarantee
     sp = split(len(y), opts.holdout, with_cal, opts.seed)
-    if with_cal and opts.guarantee_eps is not None:
-        gt.check_settings(opts.guarantee_eps, opts.delta, len(sp.cal))
+    if opts.guarantee_eps is not None:  # the sample count at the delta the accuracy test runs at
+        gt.check_settings(opts.guarantee_eps, opts.delta, len(sp.cal), 2 if opts.cost_guarantee else 1)
     if len(sp.search) < 50 or len(sp.holdout) < 50:
         raise CalibrationError(f"{len(y)} samples are too few: the search and held-out parts need at least 50 each",
                                hint="give at least a few hundred labelled samples (--data)")
@@ -311,7 +243,8 @@ def calibrate(bundle: Bundle, x: np.ndarray, y: np.ndarray | None, opts: Calibra
     guarantee_info = None
     if with_cal:
         say("certifying (Learn-then-Test)")
-        rule, guarantee_info = _guaranteed(data, feat, sp, opts, costs, primary, policy, kept0, drop_ok, gates, pb)
+        rule, guarantee_info = _guaranteed(data, feat, sp, opts, costs, primary, policy, kept0, drop_ok, gates, pb,
+                                           prof)
         ev = pb.evaluate(rule)
     elif ev.violation > 0:
         raise _infeasible(pb, opts.budget, policy, kept0, drop_ok, gates)
@@ -383,7 +316,9 @@ def _notes(bundle: Bundle, prof: dict | None, costs: dict, held: dict) -> list[s
 def anytime_table(prof: dict, costs: dict, kept: np.ndarray) -> list[dict]:
     """For energy-harvesting and deadline-driven callers (HarvNet): per exit, the p99 time (and
     energy) to complete it under the chosen kept exits; the runtimes map a deadline to the
-    deepest exit that fits."""
+    deepest exit that fits. The p99 time is the profile's measured quantile; the p99 energy is
+    an estimate (the exit's mean energy per inference times its p99/p50 latency ratio), and its
+    row says so (``p99_energy_label``)."""
     lat = costs["latency"]
     shift = lat.exit_cost - lat.per_exit(kept)
     rows = []
@@ -394,5 +329,6 @@ def anytime_table(prof: dict, costs: dict, kept: np.ndarray) -> list[dict]:
             en = costs["energy"]
             tail = e["latency_us"]["p99"] / e["latency_us"]["p50"]
             row["p99_energy_mj"] = float(en.per_exit(kept)[k] * tail)
+            row["p99_energy_label"] = f"estimated (mean energy, {en.label}, x the p99/p50 latency ratio)"
         rows.append(row)
     return rows

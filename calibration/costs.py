@@ -5,9 +5,10 @@ The profile measures every exit with every head on the way evaluated (exit_cost[
 bundles with trunk graphs, the stages with their exit dropped; so the cost of a rule that drops
 exit s is exit_cost[k] minus, for every dropped s < k, what dropping s saves (its head and
 decision: fused stage - trunk stage + decision). Latencies come from the measured distribution
-(the trimmed mean for mean budgets, the quantiles for p95 budgets and the anytime table);
-energy per inference is the profile's measured (or estimated) figure, and a dropped head's
-energy is its time at the exit's average power.
+(the trimmed mean for the search's mean budgets, the plain mean for the cost guarantee -- a
+bound on the mean must not drop the tail -- the quantiles for p95 budgets and the anytime
+table); energy per inference is the profile's measured (or estimated) figure, and a dropped
+head's energy is its time at the exit's average power.
 """
 
 from __future__ import annotations

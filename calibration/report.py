@@ -48,9 +48,14 @@ def summary_lines(report: dict) -> list[str]:
         if g.get("eps") is not None:
             parts.append(f"accuracy loss <= {g['eps']:g}")
         if g.get("cost_bound") is not None:
-            parts.append(f"mean {g['cost_kind']} <= {g['cost_bound']:g}")
+            parts.append(f"mean {g['cost_kind']} <= {_fmt(g['cost_bound'], g.get('cost_unit', ''))} "
+                         "(modelled from the profile: per-exit mean costs measured on the device, combined per "
+                         "sample; not measured per sample)")
         lines.append(f"guaranteed with probability >= {1 - g['delta']:g}: {' and '.join(parts)} "
-                     f"({g['n_calibration']} calibration samples, {g['certified']} of {g['family_size']} rules certified)")
+                     f"({g['n_calibration']} calibration samples, {g['certified']} of {g['family_size']} rules certified"
+                     + (f"; each guarantee tested at delta {g['delta_per_test']:g}" if len(parts) > 1 else "") + ")")
+        if g.get("checked_on_search"):
+            lines.append(f"budget terms met on the search data (not certified): {g['checked_on_search']}")
     if report.get("policies_judged"):
         lines.append("policies compared on half the search data: " + ", ".join(
             f"{p} {100 * d['accuracy']:.2f}% at {_fmt(d['cost'], unit)}" for p, d in report["policies_judged"].items()))

@@ -23,6 +23,8 @@ from .scores import Features, scores
 # "always fires" and "(almost) never fires" -- as the runtimes compare, not idealised
 SCORE_RANGE = {"max-prob": (0.0, 1.0), "margin": (0.0, 1.0), "entropy": (-1.0, 0.0), "learned": (0.0, 1.0),
                "patience": (1.0, 1e6)}
+# the accuracy drops (points) at which the frontier and the Learn-then-Test family take a rule
+DROP_GRID = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 20.0, 100.0)
 
 
 @dataclass

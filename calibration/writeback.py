@@ -37,7 +37,8 @@ def write_back(bundle: Bundle, rule: Rule, report: dict) -> dict:
                "holdout": {k: report["holdout"][k] for k in ("accuracy", "final_accuracy", "drop_pts", "cost",
                                                              "ratio_to_full", "ratio_to_oracle")},
                "guarantee": None if report["guarantee"] is None else {
-                   k: report["guarantee"].get(k) for k in ("eps", "delta", "cost_bound", "n_calibration")}}
+                   k: report["guarantee"].get(k) for k in ("eps", "delta", "cost_kind", "cost_bound", "cost_basis",
+                                                         "n_calibration")}}
     m.decision = {"calibration": summary, "history": history, "anytime": report.get("anytime")}
     bundle.save_manifest()
     out_dir = bundle.root / CALIBRATION_DIR

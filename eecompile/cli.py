@@ -407,7 +407,8 @@ def harness(bundle_dir, output, do_build, arch, min_sdk, sanitize, per_stage_fil
 @click.option("--android", "app_dir", required=True, type=click.Path(),
               help="The Android app to put the bundle into (android_demo/ of the eecompile sources, or a copy).")
 @click.option("--create", is_flag=True, help="Create the app at the --android directory from eecompile's template "
-                                              "first (it must not exist yet, or be empty).")
+                                              "first (it must not exist yet, or be empty); a refused bundle leaves "
+                                              "nothing there.")
 @click.option("--samples", "n_samples", type=click.IntRange(1, 10000), default=64, show_default=True,
               help="Labelled test samples shipped with the app (from the bundle's own samples).")
 @click.option("--check", "host_check", is_flag=True,
@@ -431,18 +432,15 @@ def bundle_cmd(bundle_dir, app_dir, create, n_samples, host_check, apk, litert) 
     """
     from pathlib import Path
 
-    from eecompile.android.app import check_bundle, create_app, install_bundle
-    from eecompile.bundle.io import load_bundle
+    from eecompile.android.app import install_bundle
 
     if litert and not apk:
         from eecompile.errors import HarnessError
 
         raise HarnessError("--litert goes into the APK", hint="add --apk OUT.apk")
-    if create:
-        check_bundle(load_bundle(bundle_dir))  # before the app is created: a refused bundle leaves nothing
-        create_app(app_dir)
+    res = install_bundle(bundle_dir, app_dir, n_samples, create=create)  # create: all or nothing
+    if res.created:
         click.echo(f"created the app at {app_dir} from eecompile's template")
-    res = install_bundle(bundle_dir, app_dir, n_samples)
     click.echo(f"{app_dir}: {len(res.written)} files written, {res.unchanged} unchanged, {len(res.removed)} removed; "
                f"{res.n_samples} samples; Pareto table: {'yes' if res.calibrated else 'no (not calibrated)'}")
     if host_check:
@@ -596,7 +594,7 @@ def _profile_with_progress(bundle, devs, opts, output, quiet: bool):
 @click.option("--guarantee", "guarantee_eps", type=float,
               help="Bound the accuracy lost against the final exit on new data (e.g. 0.01), with probability "
                    ">= 1 - delta (Learn-then-Test).")
-@click.option("--delta", type=float, default=0.1, show_default=True)
+@click.option("--delta", type=float, help="Risk of the guarantee (default 0.1); only with --guarantee or --cost-guarantee.")
 @click.option("--cost-guarantee", is_flag=True, help="Also bound the mean latency/energy on new data by the budget "
                                                      "with probability >= 1 - delta.")
 @click.option("--holdout", type=float, default=0.3, show_default=True,

@@ -1,6 +1,9 @@
 """The Android deployment, as far as this machine can take it (no phone, no emulator, no NDK):
 
-- ``eecompile bundle --android``: copies, is idempotent, refuses what it must (nothing written);
+- ``eecompile bundle --android``: copies, is idempotent, refuses what it must (nothing written),
+  writes its stamp last (an install cut short is refused by the builds), touches only the two
+  folders it owns (config paths checked), ``--create`` all or nothing; the pareto.json it writes
+  has every key the app's Pareto.java reads;
 - the JNI bridge (the app's ee_jni.c and EeHarness.java) built for the host and driven from a
   plain JVM with the host's libLiteRt.so: class, exit and int8 logits equal to the Python
   runtime's and the C runner's on the samples the app ships, with the bundle's calibrated rule
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import zipfile
@@ -28,6 +32,7 @@ from conftest import require_tools
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "android_demo"
+PARETO_JAVA = APP / "app/src/main/java/dev/eecompile/demo/Pareto.java"
 
 
 def cli(*args, env=None) -> subprocess.CompletedProcess:
@@ -138,6 +143,224 @@ def test_bundle_refuses_a_non_app_dir_and_a_bad_bundle(calibrated, app, tmp_path
     assert "Traceback" not in res.stderr and tree_digest(app) == before
 
 
+def _with_report(bundle, dst: Path, edit) -> Path:
+    """A copy of ``bundle`` whose calibration/report.json is ``edit(report)`` (a dict, or text)."""
+    shutil.copytree(bundle.root, dst)
+    f = dst / "calibration" / "report.json"
+    new = edit(json.loads(f.read_text()))
+    f.write_text(new if isinstance(new, str) else json.dumps(new))
+    return dst
+
+
+def _java_reads() -> tuple[set[tuple[str, str]], set[str], dict[str, str]]:
+    """What Pareto.java reads: (object, key) pairs with a literal key, the keys it tests with
+    isNull (null allowed), and the variables used as keys, by the top-level key they come from."""
+    code = re.sub(r"/\*.*?\*/|//[^\n]*", "", PARETO_JAVA.read_text(), flags=re.S)
+    reads = re.findall(r"\b(\w+)\.(get\w*|opt\w*|isNull|has)\(\s*\"([^\"]+)\"\s*\)", code)
+    nullable = {key for _, fn, key in reads if fn == "isNull"}
+    variables = dict(re.findall(r"\b(\w+)\s*=\s*top\.getString\(\s*\"([^\"]+)\"\s*\)", code))
+    for recv, var in re.findall(r"\b(top|pt|rule|cost)\.(?:get|opt)\w*\(\s*([A-Za-z_]\w*)\s*\)", code):
+        assert var in variables, f"Pareto.java reads {recv}.(..{var}..): a key this test cannot follow"
+    return {(recv, key) for recv, _, key in reads}, nullable, {v: k for v, k in variables.items()}
+
+
+def _check_pareto_for_java(front: dict) -> None:
+    reads, nullable, variables = _java_reads()
+    points = front["frontier"]
+    objects = {"top": [front], "pt": points, "rule": [p["rule"] for p in points], "cost": [p["cost"] for p in points]}
+    assert reads and {r for r, _ in reads} <= set(objects), f"Pareto.java reads objects {reads}: name them as the " \
+                                                            "test expects (top, pt, rule, cost)"
+    for recv, key in reads:
+        for obj in objects[recv]:
+            assert key in obj, f"pareto.json lacks {recv}.{key}, which Pareto.java reads"
+            assert obj[key] is not None or key in nullable, f"{recv}.{key} is null; Pareto.java does not allow it"
+    for top_key in variables.values():  # cost.getDouble(kind), kind = top.getString("cost_kind")
+        assert all(front[top_key] in p["cost"] for p in points)
+    for p in points:
+        assert len(p["rule"]["thresholds"]) == len(p["rule"]["kept"]) and isinstance(p["chosen"], bool)
+    assert sum(p["chosen"] for p in points) <= 1
+
+
+def test_pareto_json_has_every_key_the_app_reads(calibrated, app, tmp_path):
+    """The keys come from Pareto.java itself: a key the app starts to read fails here until the
+    Python side writes it. Also the point appended for a rule off the frontier (target drop
+    null, shares from the holdout's exit_shares)."""
+    from eecompile.android.app import install_bundle
+    from eecompile.android.contents import pareto
+
+    reads, nullable, _ = _java_reads()
+    assert {("pt", "accuracy"), ("pt", "target_drop_pts"), ("rule", "policy"), ("rule", "thresholds"),
+            ("rule", "kept"), ("pt", "chosen")} <= reads and "target_drop_pts" in nullable
+    install_bundle(calibrated.root, app, n_samples=10)
+    front = json.loads((app / "app/src/main/assets/eecompile/pareto.json").read_text())
+    _check_pareto_for_java(front)
+    assert front["cost_kind"] == "macs" and front["cost_unit"] == "MMAC"
+
+    def off_frontier(rep):  # the frontier without the bundle's own rule: pareto() appends it
+        def other(r):
+            return r["kept"] != rep["rule"]["kept"] or any(
+                abs(a - b) > 1e-6 for a, b in zip(r["thresholds"][:-1], rep["rule"]["thresholds"][:-1]))
+
+        rep["frontier"] = [p for p in rep["frontier"] if "rule" in p and other(p["rule"])]
+        assert rep["frontier"]
+        return rep
+
+    front = pareto(load_bundle_of(_with_report(calibrated, tmp_path / "off", off_frontier)))
+    _check_pareto_for_java(front)
+    chosen = [p for p in front["frontier"] if p["chosen"]]
+    assert len(chosen) == 1 and chosen[0]["target_drop_pts"] is None and chosen[0]["shares"] is not None
+    assert chosen[0]["rule"]["kept"] == [False, True, True]
+
+
+def load_bundle_of(path: Path):
+    from eecompile import load_bundle
+
+    return load_bundle(path)
+
+
+@pytest.mark.parametrize("edit", ["not json {", "[]", "drop-accuracy", "bad-kept", "nan-cost"])
+def test_a_broken_calibration_report_is_a_bundle_error(calibrated, app, tmp_path, edit):
+    from eecompile.android.app import install_bundle
+    from eecompile.errors import BundleError
+
+    def broken(rep):
+        if edit in ("not json {", "[]"):
+            return edit
+        p = next(p for p in rep["frontier"] if "rule" in p)
+        if edit == "drop-accuracy":
+            del p["accuracy"]
+        elif edit == "bad-kept":
+            p["rule"]["kept"] = [1, 1]
+        else:
+            p["cost"][rep["primary_cost"]] = "NaN"
+        return rep
+
+    bad = _with_report(calibrated, tmp_path / "bad", broken)
+    before = tree_digest(app)
+    with pytest.raises(BundleError, match="not a readable calibration report") as err:
+        install_bundle(bad, app)
+    assert "eecompile calibrate" in err.value.hint and tree_digest(app) == before
+
+
+def test_an_install_cut_short_is_refused_until_done_again(calibrated, int8_bundle, app, monkeypatch):
+    """stamp.txt goes first and comes back last; the builds check it and the harness."""
+    import eecompile.android.app as app_mod
+    from eecompile.android.app import AppError, check_installed, install_bundle, load_app
+    from eecompile.harness.generate import generate_harness
+
+    install_bundle(calibrated.root, app, n_samples=10)
+    assets, harness = app / "app/src/main/assets/eecompile", app / "app/src/main/cpp/harness"
+    stamp = (assets / "stamp.txt").read_text()
+    assert check_installed(load_app(app))["decision_hash"] == calibrated.manifest.decision_hash
+
+    real, calls = app_mod.atomic_write_bytes, []
+
+    def dies_on_the_third(path, data):
+        calls.append(Path(path).name)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        real(path, data)
+
+    monkeypatch.setattr(app_mod, "atomic_write_bytes", dies_on_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        install_bundle(int8_bundle.root, app, n_samples=12)  # another rule, other samples
+    monkeypatch.setattr(app_mod, "atomic_write_bytes", real)
+    assert not (assets / "stamp.txt").exists() and "stamp.txt" not in calls
+    with pytest.raises(AppError, match="incomplete install"):
+        check_installed(load_app(app))
+    res = install_bundle(int8_bundle.root, app, n_samples=12)
+    assert "app/src/main/assets/eecompile/stamp.txt" in res.written and (assets / "stamp.txt").read_text() != stamp
+    assert check_installed(load_app(app))["decision_hash"] == int8_bundle.manifest.decision_hash
+
+    # the harness is in the stamp's digest: a changed generated file is caught
+    gen = harness / "ee_bundle_gen.c"
+    gen.write_text(gen.read_text() + "\n/* edited */\n")
+    with pytest.raises(AppError, match="not those `eecompile bundle` wrote"):
+        check_installed(load_app(app))
+    # a harness of another rule with a stamp made to match: the decision hash gives it away
+    other = generate_harness(calibrated, harness.parent / "other-h", force=True)
+    shutil.copy(other / "ee_bundle_gen.c", gen)
+    shutil.rmtree(other)
+    from eecompile.android.contents import stamp_digest
+
+    files = {k: f.read_bytes() for k, f in app_mod._on_disk(load_app(app)).items()}
+    (assets / "stamp.txt").write_text(stamp_digest(files) + "\n")
+    with pytest.raises(AppError, match="does not belong to the bundle"):
+        check_installed(load_app(app))
+
+
+def _set_config(app: Path, **kw) -> None:
+    cfg = json.loads((app / "eecompile-app.json").read_text())
+    (app / "eecompile-app.json").write_text(json.dumps({**cfg, **kw}))
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"assets": "."}, "not a relative path inside the app"),
+    ({"assets": "/tmp/eecompile"}, "not a relative path inside the app"),
+    ({"assets": "../outside/eecompile"}, "not a relative path inside the app"),
+    ({"assets": "app/src/main"}, "must end in /eecompile"),
+    ({"harness": "app/src/main/cpp"}, "must end in /harness"),
+    ({"harness": "app/src/main/assets/eecompile/harness"}, "must not contain one another"),
+    ({"min_sdk": "23"}, "min_sdk '23' is not an integer"),
+    ({"target_sdk": 21}, "target_sdk 21 is below min_sdk 23"),
+    ({"version_code": True}, "version_code True is not an integer"),
+    ({"package": "demo"}, "not a Java package name"),
+])
+def test_the_app_config_is_checked_before_anything_is_touched(calibrated, app, tmp_path, kw, message):
+    from eecompile.android.app import AppError, install_bundle
+
+    (app / "app/src/main/user-notes.txt").write_text("mine")
+    _set_config(app, **kw)
+    before = tree_digest(tmp_path)
+    with pytest.raises(AppError, match=re.escape(message)):
+        install_bundle(calibrated.root, app, n_samples=4)
+    assert tree_digest(tmp_path) == before
+
+
+def test_an_owned_folder_that_leads_out_of_the_app_is_refused(calibrated, app, tmp_path):
+    from eecompile.android.app import AppError, install_bundle
+
+    outside = tmp_path / "home"
+    (outside / "eecompile").mkdir(parents=True)
+    (outside / "eecompile" / "photo.jpg").write_bytes(b"not eecompile's")
+    (app / "app/src/main/assets").mkdir(parents=True)
+    (app / "app/src/main/assets/eecompile").symlink_to(outside / "eecompile")
+    with pytest.raises(AppError, match="leads out of the app"):
+        install_bundle(calibrated.root, app, n_samples=4)
+    assert [p.name for p in (outside / "eecompile").iterdir()] == ["photo.jpg"]
+    (app / "app/src/main/assets/eecompile").unlink()
+    (app / "app/src/main/assets/eecompile").symlink_to(app / "app/src/main/res")
+    with pytest.raises(AppError, match="not a folder named eecompile"):
+        install_bundle(calibrated.root, app, n_samples=4)
+    assert (app / "app/src/main/res/values/strings.xml").is_file()
+
+
+def test_create_is_all_or_nothing(calibrated, app, tmp_path, monkeypatch):
+    from eecompile.android.app import create_app, install_bundle
+    from eecompile.errors import OutputPathError
+
+    bad = _with_report(calibrated, tmp_path / "bad", lambda rep: "{")
+    res = cli("bundle", bad, "--android", tmp_path / "new" / "app", "--create")
+    assert res.returncode == 1 and "calibration report" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "new").exists() or list((tmp_path / "new").iterdir()) == []
+
+    res = cli("bundle", calibrated.root, "--android", app, "--create")
+    assert res.returncode == 1 and "drop --create" in res.stderr
+
+    made = install_bundle(calibrated.root, tmp_path / "made", n_samples=5, create=True)
+    assert made.created and made.app == (tmp_path / "made").resolve() and made.n_samples == 5
+    assert not [p for p in tmp_path.iterdir() if ".create-" in p.name]
+
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "x").write_text("x")
+    monkeypatch.chdir(busy)
+    with pytest.raises(OutputPathError, match="not an empty directory"):
+        create_app(".")
+    with pytest.raises(OutputPathError, match="cannot create the app at /"):
+        create_app("/")
+
+
 # ---- the JNI bridge in a JVM on the host ----------------------------------------------------
 
 def _c_runner(bundle, samples_bin: Path, n: int, tmp: Path) -> tuple[dict, np.ndarray]:
@@ -174,10 +397,43 @@ def test_jni_bridge_in_a_jvm_equals_python_and_c(calibrated, app, tmp_path):
             if raw is not None:
                 assert np.array_equal(np.asarray(raw, np.float32).astype(np.int8), logits[row["sample"], k])
 
-    # a rule set through the bridge (setKept + setPolicy), against the Python runtime's
+    assert hc.jni_warnings == [] and hc.decision_hash == calibrated.manifest.decision_hash
+
+    # a rule set through the bridge (setKept + setPolicy), against the Python runtime's; class
+    # names beyond ASCII (2-, 3- and 4-byte UTF-8) come back from describe() unchanged
+    named = tmp_path / "named"
+    shutil.copytree(calibrated.root, named)
+    m = json.loads((named / "manifest.json").read_text())
+    names = ["zéro", "\"one\"", "二", "three\\", "𝟜 four", "five\n", *m["exits"][-1]["class_names"][6:]]
+    for e in m["exits"]:
+        e["class_names"] = names
+    (named / "manifest.json").write_text(json.dumps(m))
+    install_bundle(named, app, n_samples=64)
     rule = ("margin", [0.3, 0.3, 0.0], [True, True, True])
-    hc2 = host_check(app, calibrated.root, tmp_path / "hc2", rule=rule)
+    hc2 = host_check(app, named, tmp_path / "hc2", rule=rule)
     assert hc2.ok and hc2.exit_counts != hc.exit_counts and hc2.exit_counts[0] > 0
+    assert hc2.describe["class_names"] == names
+
+
+def test_host_check_needs_every_error_case_and_the_bundles_rule(calibrated, int8_bundle, app, tmp_path):
+    from eecompile.android.app import install_bundle
+    from eecompile.android.hostcheck import ERROR_CASES, HostCheck, host_check
+    from eecompile.errors import HarnessError
+
+    good = {c: {"expected": True} for c in ERROR_CASES}
+    base = dict(n=4, class_equal=4, exit_equal=4, logits_equal=4, exit_counts=[0, 4], mean_us=1.0,
+                decision_hash="ab", bundle_decision_hash="ab")
+    assert HostCheck(**base, errors=good).ok
+    assert not HostCheck(**base, errors={c: e for c, e in good.items() if c != "closed"}).ok
+    assert not HostCheck(**base, errors={**good, "short input": {"expected": False}}).ok
+    assert not HostCheck(**{**base, "decision_hash": "cd"}, errors=good).ok
+    assert not HostCheck(**base, errors=good, jni_warnings=["WARNING in native method: ..."]).ok
+
+    # the same models with another decision rule: refused before anything is built
+    install_bundle(calibrated.root, app, n_samples=8)
+    with pytest.raises(HarnessError, match="another decision rule"):
+        host_check(app, int8_bundle.root, tmp_path / "hc")
+    assert not (tmp_path / "hc").exists()
 
 
 # ---- arm64 Android builds -----------------------------------------------------------------------
@@ -240,6 +496,58 @@ def test_harness_sources_avoid_what_differs_between_glibc_and_bionic():
         for bad in (r"\berrno\b", r"\bsysconf\s*\(", r"#include\s*<ctype\.h>", r"\bscanf\s*\(", r"\bsscanf\s*\(",
                     r"\bassert\s*\(", r"\baligned_alloc\s*\("):
             assert not re.search(bad, code), f"{f.name}: {bad}"
+
+
+def test_android_build_names_its_outputs_only_after_the_check(calibrated, tmp_path, monkeypatch):
+    """A runner cache or build directory never holds a binary that failed the bionic check."""
+    _need_cross()
+    import eecompile.android.build as build
+    from eecompile.android.elfcheck import Problem
+    from eecompile.errors import HarnessError
+    from eecompile.harness.generate import generate_harness
+
+    src = generate_harness(calibrated, tmp_path / "h")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "ee_run").write_bytes(b"an older build")
+    seen = []
+
+    def refuses(path, min_sdk, allowed_needed=()):
+        seen.append(Path(path))
+        assert Path(path).is_file() and not (out / "ee_run").exists()
+        return [Problem("glibc-symbol", "__errno_location", "stand-in for a failed check", "error")]
+
+    monkeypatch.setattr(build, "check_android_elf", refuses)
+    with pytest.raises(HarnessError, match="stand-in for a failed check"):
+        build.build_android(src, out, programs=("ee_run",))
+    assert seen and not (out / "ee_run").exists() and not any(p.exists() for p in seen)
+
+    monkeypatch.undo()
+    res = build.build_android(src, out, programs=("ee_run",))
+    assert res.outputs == {"ee_run": out / "ee_run"} and (out / "ee_run").stat().st_size > 10000
+
+
+def _fake_elf(path: Path, machine: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x7fELF\x02\x01\x01" + bytes(11) + machine.to_bytes(2, "little") + bytes(44))
+    return path
+
+
+def test_profile_runner_dir_finds_the_build_for_the_device(calibrated, tmp_path):
+    from eecompile.errors import ProfileError
+    from eecompile.profile.runner import artifacts_for
+
+    lite = _fake_elf(tmp_path / "libLiteRt.so", 183)
+    d = tmp_path / "c-android"
+    exe = _fake_elf(d / "build-android-arm64" / "ee_profile", 183)
+    assert artifacts_for(calibrated, "arm64-v8a", d, lite, android=True).runner == exe
+    board = _fake_elf(d / "build-aarch64" / "ee_profile", 183)
+    assert artifacts_for(calibrated, "aarch64", d, lite, android=False).runner == board
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ProfileError, match="no ee_profile in") as err:
+        artifacts_for(calibrated, "arm64-v8a", empty, lite, android=True)
+    assert "build-android-arm64/ee_profile" in err.value.message and "--arch android-arm64" in err.value.hint
 
 
 # ---- the offline APK ------------------------------------------------------------------------------
@@ -318,3 +626,72 @@ def test_profile_android_device_refuses_glibc_builds(calibrated, tmp_path):
         pushed = [s for _, s in srv.requests if s.startswith("sync:")]
     assert res.returncode == 1 and "is a Linux (glibc) build; this device runs Android" in res.stderr
     assert "--arch android-arm64" in res.stderr and pushed == []
+
+
+# ---- the SDK pieces, the sources' references ---------------------------------------------------------
+
+def _fake_deb(where: Path, package: str, member: str) -> tuple[Path, str]:
+    from eecompile.util import sha256_file
+
+    root = where / f"{package}-root"
+    (root / "DEBIAN").mkdir(parents=True)
+    (root / "DEBIAN" / "control").write_text(f"Package: {package}\nVersion: 1.0\nArchitecture: all\n"
+                                             "Maintainer: t <t@t>\nDescription: t\n")
+    (root / member).parent.mkdir(parents=True)
+    (root / member).write_bytes(package.encode())
+    deb = where / f"{package}_1.0_all.deb"
+    subprocess.run(["dpkg-deb", "--build", "--root-owner-group", str(root), str(deb)], check=True, capture_output=True)
+    return deb, sha256_file(deb)
+
+
+def test_sdk_pieces_come_from_local_copies_before_the_network(tmp_path, monkeypatch):
+    require_tools("dpkg-deb")
+    import eecompile.android.sdk as sdk
+    from eecompile.errors import ToolError
+
+    debs = tmp_path / "debs"
+    debs.mkdir()
+    pieces = []
+    for name, member in (("fake-android", "usr/share/java/a.jar"), ("fake-dx", "usr/share/java/dx.jar")):
+        _, digest = _fake_deb(debs, name, member)
+        pieces.append(sdk.Deb(name, "1.0", digest, member))
+    monkeypatch.setattr(sdk, "ANDROID_JAR", pieces[0])
+    monkeypatch.setattr(sdk, "DX_JAR", pieces[1])
+    monkeypatch.setenv("EECOMPILE_ANDROID_DEBS", str(debs))
+
+    def no_network(*a, **k):
+        raise AssertionError("downloaded although verified copies were there")
+
+    monkeypatch.setattr(sdk, "_apt_download", no_network)
+    jar, dx = sdk.java_pieces(tmp_path / "cache")
+    assert jar.read_bytes() == b"fake-android" and dx.read_bytes() == b"fake-dx"
+
+    # no copy, and apt-get hangs: a ToolError that names the timeout, not a TimeoutExpired
+    monkeypatch.undo()
+    monkeypatch.setattr(sdk, "ANDROID_JAR", sdk.Deb("absent", "1.0", "0" * 64, "usr/share/java/x.jar"))
+    monkeypatch.setattr(sdk, "_fallback_dirs", lambda: [tmp_path / "nowhere"])
+    monkeypatch.setattr(sdk.shutil, "which", lambda name: "/usr/bin/" + name)
+
+    def hangs(cmd, **kw):
+        raise subprocess.TimeoutExpired(cmd, kw.get("timeout"))
+
+    monkeypatch.setattr(sdk.subprocess, "run", hangs)
+    with pytest.raises(ToolError, match="did not finish in") as err:
+        sdk.java_pieces(tmp_path / "cache2")
+    assert "EECOMPILE_ANDROID_DEBS" in err.value.hint
+
+
+def test_sources_refer_to_what_exists():
+    """Tests, options and documents the Android sources name must exist."""
+    tests = {p.name for p in (ROOT / "tests").glob("test_*.py")}
+    files = [p for d in (ROOT / "eecompile/android", APP) for p in d.rglob("*")
+             if p.is_file() and p.suffix in (".py", ".java", ".c", ".txt", ".gradle", ".json", ".xml", ".md")
+             and "assets" not in p.parts and "harness" not in p.parts]
+    cmake = "\n".join(p.read_text() for p in files if p.name == "CMakeLists.txt")
+    for f in files:
+        text = f.read_text(errors="replace")
+        for name in re.findall(r"\b(test_\w+\.py)\b", text):
+            assert name in tests, f"{f.relative_to(ROOT)} names {name}, which does not exist"
+        assert "ANDROID.md" not in text, f"{f.relative_to(ROOT)} cites ANDROID.md, which is not in the repository"
+        for opt in re.findall(r"-D(EE_\w+)=", text):
+            assert re.search(rf"\b(if|option)\s*\(\s*(NOT\s+)?{opt}\b", cmake), f"{f.name}: -D{opt} is no option"

@@ -64,7 +64,7 @@ def _run(cmd: list[str]) -> subprocess.CompletedProcess:
 
 def build(tc, tmp: Path, src: str, name: str, stub_dir: Path, api: int = 24, cflags=(), shared=True,
           no_undefined=True, extra=()) -> Path:
-    """Compile ``src`` and link it like ANDROID.md says; return the output file."""
+    """Compile ``src`` and link it like eecompile.android.build does; return the output file."""
     c = tmp / f"{name}.c"
     c.write_text(src)
     out = tmp / name

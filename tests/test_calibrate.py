@@ -8,6 +8,7 @@ not trained on)."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -16,9 +17,14 @@ import numpy as np
 import pytest
 
 from eecompile import Runtime, load_bundle
-from eecompile.calibrate.budget import parse_budget
-from eecompile.calibrate.calibrate import CalibrateOptions, calibrate, split
-from eecompile.calibrate.guarantee import binomial_pvalue, fixed_sequence, hb_pvalue, min_samples
+from eecompile.calibrate.budget import Budget, parse_budget
+from eecompile.calibrate.calibrate import CalibrateOptions, calibrate, check_guarantee_options, split
+from eecompile.calibrate.certify import build_family, certify, choose_certified, cost_range
+from eecompile.calibrate.costs import CostModel
+from eecompile.calibrate.guarantee import (binomial_pvalue, check_settings, cost_pvalue, fixed_sequence, hb_pvalue,
+                                           min_samples)
+from eecompile.calibrate.scores import Features
+from eecompile.calibrate.search import Problem
 from eecompile.errors import CalibrationError, InfeasibleBudgetError, ProfileError
 
 from conftest import require_tools
@@ -164,6 +170,11 @@ def test_anytime_table_maps_a_deadline_to_an_exit(profiled, cal_data, tmp_path):
     assert rt.exit_for_energy(table[1]["p99_energy_mj"] * 1.0001) == 1
     assert rt.exit_for_energy(table[-1]["p99_energy_mj"] * 2) == len(table) - 1
     assert (rt.run(x[:50], max_exit=rt.exit_for_energy(table[0]["p99_energy_mj"] * 1.0001)).exit_idx == 0).all()
+    # nothing fits: None (not exit 0, which would not fit either); run() then stops at exit 0, as the C runtime
+    assert rt.exit_for_energy(table[0]["p99_energy_mj"] * 0.5) is None
+    assert rt.exit_for_deadline(table[0]["p99_latency_us"] * 0.5) is None
+    assert (rt.run(x[:20], deadline_us=table[0]["p99_latency_us"] * 0.5).exit_idx == 0).all()
+    assert all(r["p99_energy_label"].startswith("estimated") for r in table)  # an estimate, labelled so
 
 
 def test_guarantee_settings(profiled, cal_data, tmp_path):
@@ -176,6 +187,32 @@ def test_guarantee_settings(profiled, cal_data, tmp_path):
     g = rep["guarantee"]
     assert g["n_calibration"] == 210 and g["certified"] >= 1 and g["eps"] == 0.05
     assert min_samples(0.01, 0.1) == 230 and min_samples(0.05, 0.2) == 32
+
+
+def test_both_guarantees_split_delta_in_the_sample_check_and_the_cost_is_the_modelled_mean(profiled, cal_data,
+                                                                                           tmp_path):
+    """With both guarantees each test runs at delta / 2, and the sample-size check says so: 299
+    calibration samples for (0.01, 0.1) instead of 230. The cost guarantee uses the profile's
+    mean per exit and says the cost is modelled from the profile."""
+    b = fresh(profiled, tmp_path)
+    _, x, y = cal_data
+    assert min_samples(0.01, 0.05) == 299
+    check_settings(0.01, 0.1, 250, n_guarantees=1)
+    with pytest.raises(CalibrationError, match="at least 299 are needed"):
+        check_settings(0.01, 0.1, 250, n_guarantees=2)
+    full_us = json.loads(next((b.root / "profiles").glob("*.json")).read_text())["exits"][-1]["latency_us"]["mean"]
+    spec = f"accuracy-drop=3,latency-ms={1.2 * full_us / 1000:.6f}"
+    with pytest.raises(CalibrationError, match=r"--delta 0.1 \(tested at 0.05.*at least 299 are needed"):
+        calibrate(b, x, y, CalibrateOptions(budget=parse_budget(spec), guarantee_eps=0.01, cost_guarantee=True,
+                                            write=False))
+    rep = calibrate(b, x, y, CalibrateOptions(budget=parse_budget(spec), guarantee_eps=0.05, delta=0.2,
+                                              cost_guarantee=True, write=False))
+    g = rep["guarantee"]
+    assert g["delta_per_test"] == pytest.approx(0.1) and g["cost_stat"] == "mean" and g["certified"] >= 1
+    assert "modelled from the profile" in g["cost_basis"] and g["checked_on_search"] == "accuracy-drop=3"
+    from eecompile.calibrate.report import summary_lines
+
+    assert any("modelled from the profile" in line for line in summary_lines(rep))
 
 
 def test_learn_then_test_controls_the_risk():
@@ -200,12 +237,130 @@ def test_learn_then_test_controls_the_risk():
     assert fails / 1000 <= delta
 
 
+def test_hb_pvalue_at_or_above_the_largest_loss():
+    """A loss in [0, 1] cannot average above a bound >= 1: p = 0, not a crash (the cost budget
+    above the most expensive exit)."""
+    for mean in (0.0, 0.5, 1.0):
+        for bound in (1.0, 1.5, 100.0):
+            assert hb_pvalue(mean, 100, bound) == 0.0
+    assert cost_pvalue(np.full(50, 30.0), 30.0, 10.0, 30.0) == 0.0
+    assert cost_pvalue(np.full(50, 30.0), 45.0, 10.0, 30.0) == 0.0
+    assert hb_pvalue(0.5, 100, 0.4) == 1.0 and 0.0 < hb_pvalue(0.4, 100, 0.5) < 0.1
+
+
+def test_cost_pvalue_scales_by_the_cost_range():
+    """Costs between c_min and c_max scaled to [0, 1] by that range: more power than dividing by
+    c_max alone (the old test), and still valid (Monte Carlo: the certified rule's true mean
+    exceeds the bound in at most delta of the draws)."""
+    c = np.array([10.0] * 100 + [20.0] * 100)  # mean 15, a budget of 16.5, exits costing 10..30
+    assert cost_pvalue(c, 16.5, 10.0, 30.0) < 0.1 < hb_pvalue(c.mean() / 30.0, c.size, 16.5 / 30.0)
+    rng = np.random.default_rng(1)
+    shares = np.linspace(0.1, 0.9, 17)  # cheapest first: each rule's share of samples at the 30 us exit
+    true_mean = 10 + 20 * shares
+    fails = 0
+    for _ in range(500):
+        m = fixed_sequence([cost_pvalue(np.where(rng.random(300) < q, 30.0, 10.0), 20.0, 10.0, 30.0) for q in shares],
+                           0.1)
+        fails += m > 0 and true_mean[m - 1] > 20.0
+    assert fails / 500 <= 0.1
+
+
+def _synthetic(n: int, seed: int) -> tuple[Features, np.ndarray]:
+    """Three exits, max-prob scores growing along the exits, accuracy following the score."""
+    rng = np.random.default_rng(seed)
+    conf = np.maximum.accumulate(rng.random((n, 3)), axis=1)
+    p1 = 0.1 + 0.9 * conf
+    correct = rng.random((n, 3)) < p1 * np.array([0.85, 0.92, 0.97])
+    return Features(p1, (1 - p1) / 9, 1 - p1, np.zeros((n, 3), dtype=int)), correct
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    lat = CostModel("latency", "us", "synthetic", np.array([10.0, 20.0, 30.0]), np.array([2.0, 2.0, 0.0]))
+    (fs, cs), (fc, cc) = _synthetic(2000, 0), _synthetic(1500, 1)
+
+    def problems(budget: Budget):
+        ps = Problem(fs, cs, {"latency": lat}, budget, "latency", 2.0)
+        pc = Problem(fc, cc, {"latency": lat}, budget, "latency", 0.0)
+        return ps, pc
+
+    fam = build_family(problems(Budget())[0], {"latency": lat}, "latency", "max-prob", np.ones(3, dtype=bool),
+                       [True, True], None)
+    return lat, fam, problems
+
+
+def test_cost_guarantee_tests_cheapest_first_on_the_scaled_cost(synthetic):
+    lat, fam, problems = synthetic
+    budget = Budget(latency_ms=0.018)
+    ps, pc = problems(budget)
+    opts = check_guarantee_options(CalibrateOptions(budget=budget, cost_guarantee=True))
+    ok, info = certify(fam, pc, ps, opts, lat)
+    assert info["cost_range"] == [10.0, 30.0] == list(cost_range(lat))  # exit 0 .. the full path
+    means = info["cost_search_means"]
+    assert means == sorted(means) and len(set(means)) > 3  # ordered by the search part's cost, cheapest first
+    assert means == pytest.approx([lat.per_exit(fam[i][1].kept)[ps.exits(fam[i][1])].mean() for i in info["cost_order"]])
+    for i, pv in zip(info["cost_order"], info["cost_pvalues"]):
+        r = fam[i][1]
+        assert pv == pytest.approx(cost_pvalue(lat.per_exit(r.kept)[pc.exits(r)], 18.0, 10.0, 30.0))
+    n_cert = info["cost_certified"]
+    assert 1 <= n_cert < len(fam) and ok.sum() == n_cert
+    assert sorted(np.flatnonzero(ok)) == sorted(info["cost_order"][:n_cert])  # a prefix of the cheap end
+    # a budget above the most expensive exit certifies every rule (no crash: p = 0)
+    big = Budget(latency_ms=0.05)
+    ok, info = certify(fam, problems(big)[1], problems(big)[0], check_guarantee_options(
+        CalibrateOptions(budget=big, cost_guarantee=True)), lat)
+    assert ok.all() and set(info["cost_pvalues"]) == {0.0}
+
+
+def test_cost_guarantee_still_checks_the_other_budget_terms(synthetic):
+    """The certified mean cost is taken off the budget; a p95 latency and an accuracy drop are
+    still checked on the search part (they used to be skipped with --cost-guarantee)."""
+    lat, fam, problems = synthetic
+    for spec, match in (("latency-ms=0.018,p95-latency-ms=0.009", "p95-latency-ms=0.009"),
+                        ("latency-ms=0.018,accuracy-drop=0", "accuracy-drop=0")):
+        budget = parse_budget(spec)
+        ps, pc = problems(budget)
+        opts = check_guarantee_options(CalibrateOptions(budget=budget, cost_guarantee=True))
+        with pytest.raises(InfeasibleBudgetError, match=f"no certified rule meets the rest of the budget, {match}"):
+            choose_certified(fam, pc, ps, opts, lat)
+    budget = parse_budget("latency-ms=0.018,p95-latency-ms=0.012")
+    ps, pc = problems(budget)
+    rule, info = choose_certified(fam, pc, ps, check_guarantee_options(
+        CalibrateOptions(budget=budget, cost_guarantee=True)), lat)
+    assert ps.evaluate(rule).p95_latency_us <= 12.0 and info["checked_on_search"] == "p95-latency-ms=0.012"
+
+
+@pytest.mark.parametrize("kw,msg", [
+    (dict(guarantee_eps=0.05, delta=0.0), "must be in (0, 1)"),
+    (dict(guarantee_eps=0.05, delta=1.0), "must be in (0, 1)"),
+    (dict(guarantee_eps=0.05, delta=float("nan")), "must be in (0, 1)"),
+    (dict(cost_guarantee=True, delta=-0.5), "must be in (0, 1)"),
+    (dict(cost_guarantee=True, delta=float("nan")), "must be in (0, 1)"),
+    (dict(delta=0.05), "given without a guarantee"),
+    (dict(delta=0.1), "given without a guarantee"),
+    (dict(delta=float("nan")), "given without a guarantee"),
+    (dict(guarantee_eps=float("nan")), "must be in (0, 1)"),
+])
+def test_delta_is_checked_whenever_a_guarantee_is_on(kw, msg):
+    budget = parse_budget("latency-ms=1") if kw.get("cost_guarantee") else parse_budget("accuracy-drop=1")
+    with pytest.raises(CalibrationError, match=re.escape(msg)) as err:
+        check_guarantee_options(CalibrateOptions(budget=budget, **kw))
+    assert err.value.hint
+    assert check_guarantee_options(CalibrateOptions(budget=budget)).delta is None  # no guarantee, no delta
+    assert check_guarantee_options(CalibrateOptions(budget=budget, guarantee_eps=0.05)).delta == 0.1
+
+
 @pytest.mark.parametrize("args,msg", [
     (["--exits", "5"], "names exit 5, the bundle has exits 0..2"),
     (["--exits", "a,b"], "is not auto, all or a list"),
     (["--budget", "latency-ms=1", "--cost", "macs"], "there is no device profile"),
     (["--guarantee", "1.5"], "must be in (0, 1)"),
     (["--holdout", "0.99"], "is not a share in 0.05..0.9"),
+    (["--guarantee", "0.05", "--delta", "0"], "--delta 0.0 must be in (0, 1)"),
+    (["--guarantee", "0.05", "--delta", "nan"], "--delta nan must be in (0, 1)"),
+    (["--budget", "latency-ms=1", "--cost-guarantee", "--delta", "1.5"], "--delta 1.5 must be in (0, 1)"),
+    (["--delta", "0.05"], "--delta 0.05 is given without a guarantee"),
+    (["--budget", "p95-latency-ms=1", "--cost-guarantee"], "needs a mean cost budget"),
 ])
 def test_cli_bad_settings(profiled, cal_data, args, msg):
     path, _, _ = cal_data

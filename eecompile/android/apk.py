@@ -1,10 +1,12 @@
 """The demo app as an APK, offline, from Debian's packages (no Gradle, no NDK, no Google Maven).
 
-Steps (ANDROID.md): the manifest merged with the package and SDK levels of
-``eecompile-app.json`` (what AGP's merger does from build.gradle); ``aapt`` writes R.java;
-``javac`` (Java 8 class files, against API 23's android.jar); ``dx`` to classes.dex; ``aapt``
-packages the resources and the assets, every file stored uncompressed (``-0 ''``: the models
-are read in place of a copy-on-first-start); classes.dex and ``lib/arm64-v8a/*.so`` added;
+Steps (also in the README's Android section): the app's install checked
+(``app.check_installed``: the stamp matches the files, the generated harness is the installed
+bundle's); the manifest merged with the package and SDK levels of ``eecompile-app.json`` (what
+AGP's merger does from build.gradle); ``aapt`` writes R.java; ``javac`` (Java 8 class files,
+against API 23's android.jar); ``dx`` to classes.dex; ``aapt`` packages the resources and the
+assets, every file stored uncompressed (``-0 ''``: the models stay as exported, and the first
+start's copy to the files dir is a plain read); classes.dex and ``lib/arm64-v8a/*.so`` added;
 ``zipalign -p``; ``apksigner`` with a throwaway key; then ``apksigner verify`` and
 ``aapt dump badging`` read back what the APK claims.
 
@@ -26,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
-from eecompile.android.app import App, load_app
+from eecompile.android.app import App, check_installed, load_app
 from eecompile.android.build import ABI, JNI_LIB, build_android
 from eecompile.android.elfcheck import ElfError, libc_flavour, read_elf_summary
 from eecompile.android.sdk import Sdk, find_sdk
@@ -64,13 +66,12 @@ def merged_manifest(app: App) -> str:
     if re.search(r"<manifest[^>]*\spackage=", text):
         raise HarnessError(f"{app.path('manifest')} names a package itself",
                            hint=f"keep the package in {app.root / 'eecompile-app.json'} and app/build.gradle only")
-    head = (f"<manifest package={quoteattr(c['package'])} android:versionCode=\"{int(c.get('version_code', 1))}\" "
-            f"android:versionName={quoteattr(str(c.get('version_name', '0')))}")
+    head = (f"<manifest package={quoteattr(c['package'])} android:versionCode=\"{app.version_code}\" "
+            f"android:versionName={quoteattr(c.get('version_name', '0'))}")
     text, n = re.subn(r"<manifest(?=\s)", head, text, count=1)
     if n != 1:
         raise HarnessError(f"{app.path('manifest')} has no <manifest> element", hint="restore it from the sources")
-    sdk = (f"\n    <uses-sdk android:minSdkVersion=\"{int(c['min_sdk'])}\" "
-           f"android:targetSdkVersion=\"{int(c.get('target_sdk', c['min_sdk']))}\" />\n")
+    sdk = f"\n    <uses-sdk android:minSdkVersion=\"{app.min_sdk}\" android:targetSdkVersion=\"{app.target_sdk}\" />\n"
     return re.sub(r"(<manifest[^>]*>)", lambda m: m.group(1) + sdk, text, count=1)
 
 
@@ -107,12 +108,10 @@ def build_apk(app_dir: str | Path, out_apk: str | Path, litert: Path | None = No
               sdk: Sdk | None = None) -> ApkResult:
     """Build, sign and verify the app's APK (see the module doc). Needs `eecompile bundle --android` first."""
     app = load_app(app_dir)
-    min_sdk = int(app.config["min_sdk"])
+    min_sdk = app.min_sdk
     harness = app.path("harness")
     assets = app.path("assets")
-    if not (harness / "ee_bundle_gen.c").is_file() or not (assets / "stamp.txt").is_file():
-        raise HarnessError(f"{app.root} holds no bundle yet",
-                           hint=f"eecompile bundle BUNDLE --android {app.root} (then --apk)")
+    check_installed(app)
     out = Path(out_apk)
     if out.exists() and out.is_dir():
         raise OutputPathError(f"{out} is a directory", hint="give the .apk file to write")

@@ -1,8 +1,10 @@
 """Cross-build the harness for arm64 Android without an NDK: ``ee_run`` and ``ee_profile`` as PIE
 executables (for ``eecompile profile --device adb``) and the app's JNI library, each checked
-against bionic before anything reaches a phone.
+against bionic before anything reaches a phone: outputs are linked under ``obj/`` and moved to
+their names only once the check passes, so a build directory (or the runner cache of
+``eecompile profile``) never holds a binary that failed it.
 
-How (ANDROID.md): clang ``--target=aarch64-linux-android<minSdk>`` against the aarch64 cross
+How (the README's Android section): clang ``--target=aarch64-linux-android<minSdk>`` against the aarch64 cross
 headers with ``-U_FORTIFY_SOURCE``, linked by lld with ``-nostdlib`` against stub bionic
 libraries (``stubs.py``: the names of minSdk's exports, nothing else), ``--hash-style=both``,
 16 KB pages; executables start at ``PIE_START_C``'s ``_start``. Every output then passes
@@ -11,13 +13,12 @@ version, NEEDED only bionic's libraries. glibc's headers and bionic agree on the
 constants this code uses on arm64 (``struct timespec``/``dirent``/``stat`` follow the kernel's
 generic layout, ``RTLD_*``, ``CLOCK_MONOTONIC``, ``cpu_set_t`` of 1024 bits), and the harness
 avoids the ones that differ (``errno``, ``sysconf`` names, ``<ctype.h>``, the scanf family):
-``test_android_build.py`` greps the sources for them. Nothing here ran on a phone.
+``tests/test_android.py`` greps the sources for them. Nothing here ran on a phone.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import hashlib
 import os
 import subprocess
 from dataclasses import dataclass, field
@@ -121,26 +122,26 @@ def build_android(harness_dir: str | Path, out_dir: str | Path, min_sdk: int = D
         for f in [pool.submit(_compile, tc, path, objs[name], min_sdk, includes) for name, path in jobs.items()]:
             f.result()
     lib_objs = [objs[n] for n in LIB_SOURCES] + [objs["ee_bundle_gen.c"]]
-    res = AndroidBuild(out, min_sdk)
-    for prog in programs:
-        exe = out / prog
-        _link(tc, [objs["eec_start.c"], objs[PROGRAMS[prog]], *lib_objs], exe, stubs, min_sdk, shared=False,
-              libs=["c", "m", "dl"])
-        res.outputs[prog] = exe
-    if jni_source is not None:
-        lib = out / JNI_LIB
-        script = obj_dir / "jni.map"
-        script.write_text("{\n  global: Java_*; JNI_OnLoad; JNI_OnUnload;\n  local: *;\n};\n")
-        _link(tc, [objs["ee_jni.c"], *lib_objs], lib, stubs, min_sdk, shared=True, libs=["c", "m", "dl", "log"],
-              extra=[f"-Wl,--version-script={script}"])
-        res.outputs["jni"] = lib
-    res.warnings = check_outputs(res.outputs, min_sdk)
+    finals = {prog: out / prog for prog in programs} | ({"jni": out / JNI_LIB} if jni_source is not None else {})
+    for f in finals.values():  # an older build's output must not outlive a failed one
+        f.unlink(missing_ok=True)
+    unchecked = {name: obj_dir / f.name for name, f in finals.items()}  # same names: sonames, messages
+    try:
+        for prog in programs:
+            _link(tc, [objs["eec_start.c"], objs[PROGRAMS[prog]], *lib_objs], unchecked[prog], stubs, min_sdk,
+                  shared=False, libs=["c", "m", "dl"])
+        if jni_source is not None:
+            script = obj_dir / "jni.map"
+            script.write_text("{\n  global: Java_*; JNI_OnLoad; JNI_OnUnload;\n  local: *;\n};\n")
+            _link(tc, [objs["ee_jni.c"], *lib_objs], unchecked["jni"], stubs, min_sdk, shared=True,
+                  libs=["c", "m", "dl", "log"], extra=[f"-Wl,--version-script={script}"])
+        warnings = check_outputs(unchecked, min_sdk)
+    except BaseException:
+        for f in unchecked.values():
+            f.unlink(missing_ok=True)
+        raise
+    res = AndroidBuild(out, min_sdk, warnings=warnings)
+    for name, f in finals.items():
+        os.replace(unchecked[name], f)
+        res.outputs[name] = f
     return res
-
-
-def sources_key(harness_dir: Path, min_sdk: int) -> str:
-    """A digest of everything an Android build reads (for caching runners per bundle)."""
-    h = hashlib.sha256(f"{min_sdk}|{CFLAGS}".encode())
-    for p in sorted(Path(harness_dir).rglob("*.[ch]")):
-        h.update(p.name.encode() + p.read_bytes())
-    return h.hexdigest()[:16]

@@ -2,25 +2,33 @@
 the generated harness, built by the app's own CMakeLists with the JDK's ``jni.h``) loaded by a
 plain JVM running ``EeHarness`` -- the same Java class the app uses -- on the samples the app
 ships, against the Python runtime on the original bundle: class, exit and every exit's int8
-logits must be equal on every sample. The host's ``libLiteRt.so`` (the ai-edge-litert wheel's)
-stands in for the phone's; the C and the Java are the app's.
+logits must be equal on every sample; the error paths of ``ERROR_CASES`` must throw what
+``EeHarness`` documents; the library's decision hash (``describe()``) must be the bundle's; and
+the JVM runs with ``-Xcheck:jni``, whose complaints fail the check. The app's install is checked
+first (``app.check_installed``: stamp, harness against bundle). The host's ``libLiteRt.so`` (the
+ai-edge-litert wheel's) stands in for the phone's; the C and the Java are the app's.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from eecompile.android.app import load_app
+from eecompile.android.app import check_installed, load_app
 from eecompile.android.sdk import _jdk_tool
 from eecompile.bundle.io import load_bundle
 from eecompile.errors import HarnessError, ToolError
 
 HOST_RUN = Path(__file__).parent / "java" / "HostRun.java"
+# the error paths HostRun.java drives; each must throw what EeHarness documents
+ERROR_CASES = ("bad threshold", "short input", "missing bundle", "closed")
+TIMEOUT_S = 900
+JNI_COMPLAINT = re.compile(r"(WARNING|FATAL ERROR) in native method")
 
 
 @dataclass
@@ -33,15 +41,27 @@ class HostCheck:
     mean_us: float
     errors: dict[str, dict] = field(default_factory=dict)  # error case -> what was thrown
     rows: list[dict] = field(default_factory=list)
+    decision_hash: str = ""  # the JNI library's (its describe()), against the bundle's
+    bundle_decision_hash: str = ""
+    jni_warnings: list[str] = field(default_factory=list)  # what -Xcheck:jni reported
+    describe: dict = field(default_factory=dict)  # EeHarness.describe() of the library
 
     @property
     def ok(self) -> bool:
-        return self.n > 0 and self.class_equal == self.exit_equal == self.logits_equal == self.n and all(
-            e.get("expected") for e in self.errors.values())
+        """Every sample equal, every error case of ERROR_CASES thrown as expected, the library
+        built for the bundle's decision rule, and no complaint of -Xcheck:jni."""
+        return (self.n > 0 and self.class_equal == self.exit_equal == self.logits_equal == self.n
+                and all(self.errors.get(case, {}).get("expected") is True for case in ERROR_CASES)
+                and bool(self.decision_hash) and self.decision_hash == self.bundle_decision_hash
+                and not self.jni_warnings)
 
 
 def _run(cmd: list[str], what: str, env: dict | None = None) -> str:
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired as exc:
+        raise ToolError(f"{what} did not finish in {TIMEOUT_S} s", hint="see whether the machine is overloaded, "
+                        "then run it again") from exc
     if proc.returncode != 0:
         raise HarnessError(f"{what} failed:\n{(proc.stdout + proc.stderr).strip()[-1500:]}",
                            hint="see the output above")
@@ -80,8 +100,10 @@ def run_java(classes: Path, lib: Path, bundle_dir: Path, litert: Path, samples: 
     if rule is not None:
         policy, th, kept = rule
         args += [str(policy), ",".join(repr(float(t)) for t in th), ",".join("1" if k else "0" for k in kept)]
-    out = _run([_jdk_tool("java"), "-Xss4m", "-cp", str(classes), "HostRun", *args], "java HostRun")
-    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    out = _run([_jdk_tool("java"), "-Xcheck:jni", "-Xss4m", "-cp", str(classes), "HostRun", *args], "java HostRun")
+    rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    warnings = [line.strip() for line in out.splitlines() if JNI_COMPLAINT.search(line)]
+    return rows + [{"jni_warning": w} for w in warnings]
 
 
 def host_check(app_dir: str | Path, bundle_dir: str | Path, work: Path,
@@ -98,9 +120,12 @@ def host_check(app_dir: str | Path, bundle_dir: str | Path, work: Path,
     app = load_app(app_dir)
     bundle = load_bundle(bundle_dir)
     assets = app.path("assets")
-    meta = json.loads((assets / "samples.json").read_text())
-    if meta.get("models_sha256") != bundle.manifest.models_sha256:
-        raise HarnessError(f"{app.root} holds another bundle than {bundle.root}",
+    meta = check_installed(app)
+    m = bundle.manifest
+    if (meta.get("models_sha256"), meta.get("decision_hash")) != (m.models_sha256, m.decision_hash):
+        other = "another bundle" if meta.get("models_sha256") != m.models_sha256 else "another decision rule"
+        raise HarnessError(f"{app.root} holds {other} than {bundle.root} (decision hash {meta.get('decision_hash')}, "
+                           f"the bundle's {m.decision_hash})",
                            hint=f"eecompile bundle {bundle.root} --android {app.root} first")
     work.mkdir(parents=True, exist_ok=True)
     lib = build_host_jni(app.root, work)
@@ -109,12 +134,12 @@ def host_check(app_dir: str | Path, bundle_dir: str | Path, work: Path,
     rows = run_java(classes, lib, assets / "bundle", find_litert_lib(), assets / "samples.bin", jrule)
     samples = [r for r in rows if "sample" in r]
     errors = {r["error_case"]: r for r in rows if "error_case" in r}
+    described = next((r["describe"] for r in rows if "describe" in r), {})
     x, _ = bundle.load_samples()
     x = x[np.asarray(meta["indices"])]
     rt = Runtime(bundle)
     kw = {} if rule is None else {"policy": rule[0], "thresholds": rule[1], "kept": np.asarray(rule[2], bool)}
     ref = rt.run(x, keep_logits=True, **kw)
-    m = bundle.manifest
     specs = [[t for t in s.graphs[-1].outputs if t.role == "logits"][0] for s in m.stages]
     cls = ext = lg = 0
     for i, r in enumerate(samples):
@@ -134,4 +159,5 @@ def host_check(app_dir: str | Path, bundle_dir: str | Path, work: Path,
         lg += same
     counts = np.bincount([r["exit_idx"] for r in samples], minlength=m.n_exits).tolist()
     mean_us = float(np.mean([r["total_ns"] for r in samples]) / 1e3) if samples else 0.0
-    return HostCheck(len(samples), cls, ext, lg, counts, mean_us, errors, samples)
+    return HostCheck(len(samples), cls, ext, lg, counts, mean_us, errors, samples, described.get("decision_hash", ""),
+                     m.decision_hash, [r["jni_warning"] for r in rows if "jni_warning" in r], described)

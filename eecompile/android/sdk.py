@@ -1,12 +1,13 @@
 """The two Java pieces of an offline APK build that Debian 12 lacks: ``android.jar`` for API 23
 (package ``libandroid-23-java``) and ``dx`` (``dalvik-exchange``), both in Debian's ``bullseye``.
 
-Fetched once into the download cache with an apt configuration of their own (suite bullseye on
-the mirror this machine already uses, Debian's archive key), checked against pinned sha256
-digests and unpacked with ``dpkg-deb -x``; nothing is installed system-wide. bullseye may leave
-the mirror: then copies of the two packages are taken from ``$EECOMPILE_ANDROID_DEBS`` or
-``../shared/android`` (the same digests apply). The other tools come from bookworm's packages
-(``android-sdk``: aapt, zipalign, apksigner; a JDK: javac, keytool).
+Unpacked once into the download cache from copies checked against pinned sha256 digests (with
+``dpkg-deb -x``; nothing is installed system-wide). The copies come first from the folders of
+``_fallback_dirs`` (``$EECOMPILE_ANDROID_DEBS``, ``../shared/android`` beside the checkout,
+``/work/shared/android``); only what they lack is downloaded, with an apt configuration of its
+own (suite bullseye on the mirror this machine already uses, Debian's archive key): bullseye may
+leave the mirror. The other tools come from bookworm's packages (``android-sdk``: aapt,
+zipalign, apksigner; a JDK: javac, keytool).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ DX_JAR = Deb("dalvik-exchange", "10.0.0+r36-1",
              "usr/share/java/com.android.dx-10.0.0.jar")
 KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 SDK_HINT = "apt-get install -y --no-install-recommends android-sdk openjdk-17-jdk-headless"
+APT_TIMEOUT_S = 600
 
 
 @dataclass(frozen=True)
@@ -81,17 +83,22 @@ def _apt_download(debs: list[Deb], dest: Path) -> str | None:
     opts = [f"-oDir::Etc::SourceList={root / 'sources.list'}", "-oDir::Etc::SourceParts=/dev/null",
             f"-oDir::State::Lists={root / 'lists'}", f"-oDir::Cache={root / 'cache'}", "-oDebug::NoLocking=1",
             "-qq"] + (["-oAPT::Sandbox::User=root"] if os.geteuid() == 0 else [])
-    up = subprocess.run(["apt-get", *opts, "update"], capture_output=True, text=True, timeout=600)
-    if up.returncode != 0:
-        return f"apt-get update (bullseye) failed: {up.stderr.strip()[-300:]}"
     pins = [f"{d.package}={d.version}" for d in debs]
-    dl = subprocess.run(["apt-get", *opts, "download", *pins], cwd=dest, capture_output=True, text=True, timeout=600)
-    if dl.returncode != 0:
-        return f"apt-get download failed: {dl.stderr.strip()[-300:]}"
+    for what, cmd in (("apt-get update (bullseye)", ["update"]), ("apt-get download", ["download", *pins])):
+        try:
+            proc = subprocess.run(["apt-get", *opts, *cmd], cwd=dest, capture_output=True, text=True,
+                                  timeout=APT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            return f"{what} did not finish in {APT_TIMEOUT_S} s"
+        except OSError as exc:
+            return f"{what} could not run: {exc}"
+        if proc.returncode != 0:
+            return f"{what} failed: {proc.stderr.strip()[-300:]}"
     return None
 
 
 def _fallback_dirs() -> list[Path]:
+    """Where verified copies of the two packages are looked for, before any download."""
     dirs = [Path(os.environ["EECOMPILE_ANDROID_DEBS"])] if os.environ.get("EECOMPILE_ANDROID_DEBS") else []
     here = Path(__file__).resolve()
     return dirs + [here.parents[3] / "shared" / "android", Path("/work/shared/android")]
@@ -101,16 +108,33 @@ def _extract(deb_file: Path, deb: Deb, out: Path) -> None:
     if shutil.which("dpkg-deb") is None:
         raise ToolError("dpkg-deb is not available to unpack " + deb_file.name, hint="run on Debian or Ubuntu")
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        proc = subprocess.run(["dpkg-deb", "-x", str(deb_file), tmp], capture_output=True, text=True)
+        try:
+            proc = subprocess.run(["dpkg-deb", "-x", str(deb_file), tmp], capture_output=True, text=True,
+                                  timeout=APT_TIMEOUT_S)
+            why = proc.stderr.strip()[-200:] if proc.returncode != 0 else ""
+        except subprocess.TimeoutExpired:
+            why = f"dpkg-deb did not finish in {APT_TIMEOUT_S} s"
         member = Path(tmp) / deb.member
-        if proc.returncode != 0 or not member.is_file():
-            raise ToolError(f"cannot unpack {deb.member} from {deb_file.name}: {proc.stderr.strip()[-200:]}",
+        if why or not member.is_file():
+            raise ToolError(f"cannot unpack {deb.member} from {deb_file.name}: {why or 'not in the package'}",
                             hint="delete the download cache and retry")
         os.replace(member, out)
 
 
+def _verified(debs: list[Deb], dirs: list[Path]) -> dict[Deb, Path]:
+    """The first copy of each package in ``dirs`` whose sha256 is the pinned one."""
+    found: dict[Deb, Path] = {}
+    for d in debs:
+        for where in dirs:
+            f = where / d.filename
+            if f.is_file() and sha256_file(f) == d.sha256:
+                found[d] = f
+                break
+    return found
+
+
 def java_pieces(cache: Path | None = None) -> tuple[Path, Path]:
-    """android.jar (API 23) and dx's jar, from the cache, bullseye, or the fallback copies."""
+    """android.jar (API 23) and dx's jar: from the cache, else the local copies, else bullseye."""
     root = (cache or download_cache_dir()) / "android-sdk"
     root.mkdir(parents=True, exist_ok=True)
     outs = {d: root / Path(d.member).name for d in (ANDROID_JAR, DX_JAR)}
@@ -119,14 +143,12 @@ def java_pieces(cache: Path | None = None) -> tuple[Path, Path]:
     if all(p.is_file() for p in outs.values()) and stamp.is_file() and stamp.read_text() == want:
         return outs[ANDROID_JAR], outs[DX_JAR]
     with tempfile.TemporaryDirectory(dir=root) as tmp:
-        found: dict[Deb, Path] = {}
-        why = _apt_download(list(outs), Path(tmp))
-        for d in outs:
-            for where in [Path(tmp)] + _fallback_dirs():
-                f = where / d.filename
-                if f.is_file() and sha256_file(f) == d.sha256:
-                    found[d] = f
-                    break
+        found = _verified(list(outs), _fallback_dirs())
+        why = None
+        if len(found) < len(outs):
+            lacking = [d for d in outs if d not in found]
+            why = _apt_download(lacking, Path(tmp))
+            found |= _verified(lacking, [Path(tmp)])
         missing = [d.filename for d in outs if d not in found]
         if missing:
             raise ToolError(f"cannot get {', '.join(missing)} ({why or 'a download did not match its sha256'}); "

@@ -81,7 +81,7 @@ def find_toolchain() -> Toolchain:
 
 
 def link_flags(tc: Toolchain, stub_dir: str | Path, soname: str | None = None, shared: bool = True) -> list[str]:
-    """The link flags of ANDROID.md for a shared library (or, ``shared=False``, a PIE executable)."""
+    """The link flags for a shared library (or, ``shared=False``, a PIE executable)."""
     flags = list(tc.ld_flags) + ["-nostdlib", "-Wl,--hash-style=both", "-Wl,-z,noexecstack", "-Wl,-z,relro",
                                  "-Wl,-z,now", "-Wl,-z,max-page-size=16384", "-Wl,--no-undefined",
                                  f"-L{stub_dir}"]

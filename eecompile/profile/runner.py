@@ -71,6 +71,20 @@ def host_arch() -> str:
                                                                                                platform.machine())
 
 
+def runner_in_dir(d: Path, machine: int, android: bool) -> Path:
+    """``ee_profile`` in a --runner directory: the directory itself, or the build directory of
+    ``eecompile harness -o DIR --build`` for the device (build-android-arm64 for an Android
+    phone, build-aarch64 for an arm64 Linux board, build-host otherwise or as the last try)."""
+    subdirs = ["build-android-arm64"] if android else ["build-aarch64"] if machine == 183 else []
+    tried = [d / "ee_profile", *[d / sub / "ee_profile" for sub in subdirs], d / "build-host" / "ee_profile"]
+    for exe in tried:
+        if exe.is_file():
+            return exe
+    raise ProfileError(f"no ee_profile in {d} (looked for {', '.join(str(t.relative_to(d)) for t in tried)})",
+                       hint="pass the ee_profile file, or the directory of `eecompile harness BUNDLE -o DIR --arch "
+                            f"{'android-arm64' if android else 'aarch64' if machine == 183 else 'host'} --build`")
+
+
 def artifacts_for(bundle: Bundle, abi: str, runner: Path | None, litert: Path | None, android: bool) -> Artifacts:
     """The runner and LiteRT library for a device of ``abi``: given (--runner/--litert, a runner
     path or a harness build directory), or built/fetched here for Linux x86_64 and aarch64.
@@ -80,7 +94,7 @@ def artifacts_for(bundle: Bundle, abi: str, runner: Path | None, litert: Path | 
         raise DeviceError(f"the device reports ABI {abi!r}, which eecompile does not know",
                           hint="pass --runner and --litert built for it")
     if runner is not None and runner.is_dir():
-        runner = runner / "ee_profile" if (runner / "ee_profile").is_file() else runner / "build-host" / "ee_profile"
+        runner = runner_in_dir(runner, machine, android)
     if android and runner is None and machine != 183:
         raise ProfileError(f"no runner for this Android device ({abi}): eecompile builds for arm64-v8a",
                            hint="pass --runner (ee_profile built for the device) and --litert (its libLiteRt.so)")

@@ -61,9 +61,9 @@ def profile_on_host(bundle: Bundle) -> dict:
 def measure_c(bundle: Bundle, x: np.ndarray, harness_dir: Path, rounds: int = 5) -> dict:
     """Mean latency per sample measured by the C runner (ee_run) on ``x``: the calibrated rule,
     and the full path (every exit kept and evaluated), interleaved in ``rounds`` rounds of quiet
-    runs (no output between samples). This machine drifts by +-15% over minutes, so the ratio
-    is the median of the per-round ratios, the means the medians of the runs; the classes come
-    from one more run."""
+    runs (no output between samples; which of the two runs first alternates between rounds).
+    This machine drifts by +-15% over minutes, so the ratio is the median of the per-round
+    ratios, the means the medians of the runs; the classes come from one more run."""
     from eecompile.harness import build_harness, find_litert_lib, generate_harness
 
     exe = build_harness(generate_harness(bundle, harness_dir, force=True)).ee_run
@@ -81,9 +81,9 @@ def measure_c(bundle: Bundle, x: np.ndarray, harness_dir: Path, rounds: int = 5)
         return json.loads(proc.stdout)
 
     times: dict[str, list[float]] = {name: [] for name in modes}
-    for _ in range(rounds):
-        for name, extra in modes.items():
-            times[name].append(ee_run("--quiet", *extra)["summary"]["mean_total_us"])
+    for i in range(rounds):  # which mode runs first alternates, so a drift does not favour one side
+        for name in (list(modes) if i % 2 == 0 else list(modes)[::-1]):
+            times[name].append(ee_run("--quiet", *modes[name])["summary"]["mean_total_us"])
     out: dict = {"ratio": float(np.median(np.array(times["early"]) / np.array(times["full"])))}
     for name, extra in modes.items():
         res = ee_run(*extra)

@@ -76,9 +76,10 @@ class Runtime:
             kept: list[bool] | None = None, deadline_us: float | None = None) -> RunResult:
         """Run a batch ``x`` (PyTorch layout). ``max_exit`` caps the exit index (budget-forced exit);
         ``deadline_us`` caps it at the deepest exit whose profiled p99 completion fits (the
-        bundle's anytime table, written by eecompile calibrate); ``no_early_exit`` runs every
-        sample through every stage (all exits evaluated); ``kept`` overrides the bundle's kept
-        exits (a dropped exit's head is not run)."""
+        bundle's anytime table, written by eecompile calibrate); when none fits, at exit 0, as the
+        C runtime does (``exit_for_deadline`` returns None then: check it first to skip instead).
+        ``no_early_exit`` runs every sample through every stage (all exits evaluated); ``kept``
+        overrides the bundle's kept exits (a dropped exit's head is not run)."""
         x = self.check_input(x)
         pol = self._policy(policy, thresholds)
         last = self.n_exits - 1
@@ -87,7 +88,8 @@ class Runtime:
                 raise PolicyError(f"max_exit {max_exit} out of range", hint=f"use 0..{last}")
             last = max_exit
         if deadline_us is not None:
-            last = min(last, self.exit_for_deadline(deadline_us))
+            fits = self.exit_for_deadline(deadline_us)
+            last = min(last, 0 if fits is None else fits)  # none fits: the earliest exit, as the C runtime does
         kept = self._kept(kept) if not no_early_exit else [True] * self.n_exits
         n = x.shape[0]
         n_classes = self.manifest.exits[-1].n_classes
@@ -132,9 +134,10 @@ class Runtime:
             raise PolicyError(f"kept has {len(kept)} entries for {self.n_exits} exits", hint="give one per exit")
         return [bool(v) for v in kept[:-1]] + [True]
 
-    def exit_for_deadline(self, deadline_us: float) -> int:
+    def exit_for_deadline(self, deadline_us: float) -> int | None:
         """The deepest exit whose profiled p99 time to complete fits ``deadline_us`` (the anytime
-        table that eecompile calibrate writes from a device profile)."""
+        table that eecompile calibrate writes from a device profile), or None when not even exit 0
+        fits (then no inference completes in time: skip it or give it more time)."""
         table = self.manifest.decision.get("anytime")
         if not table:
             raise PolicyError("this bundle has no anytime table, so a deadline cannot be mapped to an exit",
@@ -142,12 +145,15 @@ class Runtime:
         if not np.isfinite(deadline_us) or deadline_us <= 0:
             raise PolicyError(f"deadline {deadline_us} us is not a positive time", hint="e.g. deadline_us=500")
         fits = [row["exit"] for row in table if row["p99_latency_us"] <= deadline_us]
-        return max(fits) if fits else 0
+        return max(fits) if fits else None
 
-    def exit_for_energy(self, energy_mj: float) -> int:
+    def exit_for_energy(self, energy_mj: float) -> int | None:
         """The deepest exit whose p99 energy per inference fits ``energy_mj`` (HarvNet: the
-        energy harvested for this inference -> the exit to allow; pass it as ``max_exit``).
-        Needs an anytime table computed from a profile with energy (measured or estimated)."""
+        energy harvested for this inference -> the exit to allow; pass it as ``max_exit``), or
+        None when not even exit 0 fits (wait for more energy). The p99 energy is an estimate
+        (the anytime table's ``p99_energy_label``: the profile's mean energy, measured or
+        estimated, scaled by the exit's p99/p50 latency ratio). Needs an anytime table computed
+        from a profile with energy."""
         table = self.manifest.decision.get("anytime")
         if not table or any("p99_energy_mj" not in row for row in table):
             raise PolicyError("this bundle's anytime table has no energy column",
@@ -155,7 +161,7 @@ class Runtime:
         if not np.isfinite(energy_mj) or energy_mj <= 0:
             raise PolicyError(f"energy {energy_mj} mJ is not a positive amount", hint="e.g. energy_mj=0.5")
         fits = [row["exit"] for row in table if row["p99_energy_mj"] <= energy_mj]
-        return max(fits) if fits else 0
+        return max(fits) if fits else None
 
     def _policy(self, policy: ExitPolicy | str | None, thresholds) -> ExitPolicy:
         if isinstance(policy, ExitPolicy):

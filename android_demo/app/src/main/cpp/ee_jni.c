@@ -4,10 +4,15 @@
  * Only primitive arrays cross the boundary (no FindClass/GetFieldID on result objects): Java
  * passes the arrays a run fills and wraps them in EeHarness.Result. The same file builds for
  * Android (NDK via Gradle, or clang without an NDK: eecompile/android/build.py) and for the
- * host, where a plain JVM loads it (tests/test_android_jni.py).
+ * host, where a plain JVM loads it (eecompile/android/hostcheck.py, run by tests/test_android.py
+ * with -Xcheck:jni).
  *
  * Errors: the harness's messages go to a per-session buffer (and to logcat on Android) and
- * come back to Java as the message of the exception the failing call throws.
+ * come back to Java as the message of the exception the failing call throws. A JNI call that
+ * fails (an array or string that cannot be pinned) leaves its OutOfMemoryError pending, and
+ * the function returns at once. Strings handed to the JVM are Modified UTF-8: describe()'s JSON
+ * is pure ASCII (every other character as a \u escape) and exception messages keep only the
+ * UTF-8 sequences that are the same in Modified UTF-8 (others become '?').
  */
 #include <jni.h>
 #include <math.h>
@@ -38,12 +43,61 @@ static void log_to_buffer(ee_log_level level, const char *msg, void *user) {
     if (level >= EE_LOG_WARN) snprintf(js->last_error, sizeof js->last_error, "%s", msg);
 }
 
-static void throw_status(JNIEnv *env, ee_status st, const char *detail) {
-    const char *cls = st == EE_ERR_INVALID_ARG ? "java/lang/IllegalArgumentException" : "java/lang/IllegalStateException";
-    char msg[768];
-    snprintf(msg, sizeof msg, "%s%s%s", ee_status_str(st), detail && detail[0] ? ": " : "", detail ? detail : "");
+/* ---- UTF-8 and Modified UTF-8 --------------------------------------------------------- */
+#define UTF8_BAD 0xffffffffu
+
+/* The code point at *s (a NUL-terminated UTF-8 string), *s moved past it; UTF8_BAD for a
+ * malformed, overlong or surrogate sequence, of which one byte is consumed. */
+static uint32_t utf8_next(const unsigned char **s) {
+    static const uint32_t least[4] = {0, 0x80, 0x800, 0x10000};
+    const unsigned char *p = *s;
+    const uint32_t c = p[0];
+    const int n = c < 0x80 ? 0 : (c & 0xe0) == 0xc0 ? 1 : (c & 0xf0) == 0xe0 ? 2 : (c & 0xf8) == 0xf0 ? 3 : -1;
+    *s = p + 1;
+    if (n < 0) return UTF8_BAD;
+    uint32_t cp = c & (0x7fu >> n);
+    for (int i = 1; i <= n; i++) {
+        if ((p[i] & 0xc0) != 0x80) return UTF8_BAD; /* also stops at the terminating NUL */
+        cp = cp << 6 | (p[i] & 0x3fu);
+    }
+    if (cp < least[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return UTF8_BAD;
+    *s = p + n + 1;
+    return cp;
+}
+
+/* In place: what NewStringUTF/ThrowNew accept. Standard UTF-8 and Modified UTF-8 agree on
+ * U+0001..U+FFFF; four-byte sequences (U+10000 and up) and malformed bytes become '?'. */
+static void mutf8_clean(char *s) {
+    unsigned char *w = (unsigned char *)s;
+    const unsigned char *r = (const unsigned char *)s;
+    while (*r) {
+        const unsigned char *start = r;
+        const uint32_t cp = utf8_next(&r);
+        if (cp == UTF8_BAD || cp >= 0x10000) {
+            *w++ = '?';
+        } else {
+            while (start < r) *w++ = *start++;
+        }
+    }
+    *w = '\0';
+}
+
+/* ---- exceptions ------------------------------------------------------------------------- */
+static void throw_class(JNIEnv *env, const char *cls, const char *msg) {
+    if ((*env)->ExceptionCheck(env)) return; /* one is pending (an OutOfMemoryError, say): keep it */
     jclass c = (*env)->FindClass(env, cls);
     if (c != NULL) (*env)->ThrowNew(env, c, msg);
+}
+
+static void throw_status(JNIEnv *env, ee_status st, const char *detail) {
+    if ((*env)->ExceptionCheck(env)) return;
+    const char *cls = st == EE_ERR_INVALID_ARG ? "java/lang/IllegalArgumentException"
+                      : st == EE_ERR_NO_MEMORY ? "java/lang/OutOfMemoryError"
+                                               : "java/lang/IllegalStateException";
+    char msg[768];
+    snprintf(msg, sizeof msg, "%s%s%s", ee_status_str(st), detail && detail[0] ? ": " : "", detail ? detail : "");
+    mutf8_clean(msg);
+    throw_class(env, cls, msg);
 }
 
 static jni_session *from_handle(JNIEnv *env, jlong h) {
@@ -84,19 +138,30 @@ static void sb_fmt(sbuf *b, const char *fmt, double v) {
     if (n > 0) sb_add(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
 }
 
+/* A JSON string in ASCII: printable ASCII as is (with " and \ escaped), every other code point
+ * as \uXXXX (a surrogate pair above U+FFFF), a malformed UTF-8 byte as U+FFFD. */
 static void sb_json_str(sbuf *b, const char *s) {
     sb_str(b, "\"");
-    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
-        char esc[8];
-        if (*c == '"' || *c == '\\') {
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        uint32_t cp = utf8_next(&p);
+        char esc[16];
+        if (cp == UTF8_BAD) cp = 0xfffd;
+        if (cp == '"' || cp == '\\') {
             esc[0] = '\\';
-            esc[1] = (char)*c;
+            esc[1] = (char)cp;
             sb_add(b, esc, 2);
-        } else if (*c < 0x20 || *c == 0x7f) {
-            snprintf(esc, sizeof esc, "\\u%04x", *c);
+        } else if (cp >= 0x20 && cp < 0x7f) {
+            esc[0] = (char)cp;
+            sb_add(b, esc, 1);
+        } else if (cp < 0x10000) {
+            snprintf(esc, sizeof esc, "\\u%04x", (unsigned)cp);
             sb_add(b, esc, 6);
         } else {
-            sb_add(b, (const char *)c, 1);
+            cp -= 0x10000;
+            snprintf(esc, sizeof esc, "\\u%04x\\u%04x", (unsigned)(0xd800 + (cp >> 10)),
+                     (unsigned)(0xdc00 + (cp & 0x3ff)));
+            sb_add(b, esc, 12);
         }
     }
     sb_str(b, "\"");
@@ -154,8 +219,11 @@ JNIEXPORT jstring JNICALL Java_dev_eecompile_EeHarness_describe(JNIEnv *env, jcl
     const ee_tensor_desc *lg = logits_desc(0);
     sb_json_str(&b, lg != NULL && lg->dtype == EE_DTYPE_INT8 ? "int8" : "float32");
     sb_str(&b, "}");
-    if (b.buf == NULL) return NULL; /* OutOfMemoryError is pending */
-    jstring out = (*env)->NewStringUTF(env, b.buf);
+    if (b.buf == NULL) {
+        throw_class(env, "java/lang/OutOfMemoryError", "describe(): no memory for the bundle's description");
+        return NULL;
+    }
+    jstring out = (*env)->NewStringUTF(env, b.buf); /* ASCII: valid Modified UTF-8; NULL: OOM pending */
     free(b.buf);
     return out;
 }
@@ -173,7 +241,16 @@ JNIEXPORT jlong JNICALL Java_dev_eecompile_EeHarness_nativeCreate(JNIEnv *env, j
         return 0;
     }
     const char *dir = (*env)->GetStringUTFChars(env, bundle_dir, NULL);
-    const char *lib = litert_path ? (*env)->GetStringUTFChars(env, litert_path, NULL) : NULL;
+    if (dir == NULL) { /* OutOfMemoryError pending */
+        free(js);
+        return 0;
+    }
+    const char *lib = NULL;
+    if (litert_path != NULL && (lib = (*env)->GetStringUTFChars(env, litert_path, NULL)) == NULL) {
+        (*env)->ReleaseStringUTFChars(env, bundle_dir, dir);
+        free(js);
+        return 0;
+    }
     ee_session_params p = ee_session_default_params();
     p.bundle_dir = dir;
     p.litert_path = lib;
@@ -213,6 +290,7 @@ JNIEXPORT void JNICALL Java_dev_eecompile_EeHarness_nativeSetPolicy(JNIEnv *env,
     }
     jsize n = (*env)->GetArrayLength(env, thresholds);
     jfloat *t = (*env)->GetFloatArrayElements(env, thresholds, NULL);
+    if (t == NULL) return; /* OutOfMemoryError pending */
     js->last_error[0] = '\0';
     ee_status st = ee_session_set_policy(js->session, (ee_policy)policy, t, (int32_t)n);
     (*env)->ReleaseFloatArrayElements(env, thresholds, t, JNI_ABORT);
@@ -234,6 +312,7 @@ JNIEXPORT void JNICALL Java_dev_eecompile_EeHarness_nativeSetKept(JNIEnv *env, j
         return;
     }
     jboolean *v = (*env)->GetBooleanArrayElements(env, kept, NULL);
+    if (v == NULL) return; /* OutOfMemoryError pending */
     for (jsize i = 0; i < n; i++) k[i] = v[i] != JNI_FALSE;
     (*env)->ReleaseBooleanArrayElements(env, kept, v, JNI_ABORT);
     js->last_error[0] = '\0';
@@ -277,6 +356,10 @@ JNIEXPORT void JNICALL Java_dev_eecompile_EeHarness_nativeRun(JNIEnv *env, jclas
         throw_status(env, EE_ERR_INVALID_ARG, "output arrays too small, or not exactly one input");
         return;
     }
+    if (nc > 4096) {
+        throw_status(env, EE_ERR_INVALID_ARG, "more than 4096 classes");
+        return;
+    }
     ee_run_options o = ee_run_default_options();
     o.max_exit = max_exit;
     o.deadline_us = deadline_us;
@@ -286,11 +369,13 @@ JNIEXPORT void JNICALL Java_dev_eecompile_EeHarness_nativeRun(JNIEnv *env, jclas
     if (raw != NULL) {
         jsize n = (*env)->GetArrayLength(env, raw);
         jbyte *in = (*env)->GetByteArrayElements(env, raw, NULL);
+        if (in == NULL) return; /* OutOfMemoryError pending */
         st = ee_session_run_raw(js->session, in, (size_t)n, &o, &r);
         (*env)->ReleaseByteArrayElements(env, raw, in, JNI_ABORT);
     } else {
         jsize n = (*env)->GetArrayLength(env, f32);
         jfloat *in = (*env)->GetFloatArrayElements(env, f32, NULL);
+        if (in == NULL) return;
         st = ee_session_run_f32(js->session, in, (size_t)n, &o, &r);
         (*env)->ReleaseFloatArrayElements(env, f32, in, JNI_ABORT);
     }
@@ -301,10 +386,6 @@ JNIEXPORT void JNICALL Java_dev_eecompile_EeHarness_nativeRun(JNIEnv *env, jclas
     jint iv[3] = {r.class_idx, r.exit_idx, r.n_stages_run};
     (*env)->SetIntArrayRegion(env, ints, 0, 3, iv);
     jfloat fv[1 + 4096 + EE_MAX_STAGES];
-    if (nc > 4096) {
-        throw_status(env, EE_ERR_INVALID_ARG, "more than 4096 classes");
-        return;
-    }
     fv[0] = r.confidence;
     memcpy(fv + 1, r.probs, (size_t)nc * sizeof(float));
     jlong tv[1 + EE_MAX_STAGES];

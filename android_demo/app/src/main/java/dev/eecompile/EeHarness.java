@@ -16,7 +16,8 @@ import java.nio.ByteOrder;
  * </pre>
  * Failures throw IllegalArgumentException (a bad argument or threshold) or IllegalStateException
  * (a missing stage file or libLiteRt.so, a LiteRT or version error, a bundle the library was not
- * built for); the message is the harness's status and its last error line.
+ * built for); the message is the harness's status and its last error line. Native memory running
+ * out throws OutOfMemoryError.
  */
 public final class EeHarness implements AutoCloseable {
     public static final int POLICY_MAX_PROB = 0, POLICY_ENTROPY = 1, POLICY_MARGIN = 2, POLICY_PATIENCE = 3,

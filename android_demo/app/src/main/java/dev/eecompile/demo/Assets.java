@@ -4,7 +4,6 @@ import android.content.Context;
 import android.content.res.AssetManager;
 
 import org.json.JSONArray;
-import org.json.JSONObject;
 
 import java.io.ByteArrayOutputStream;
 import java.io.File;
@@ -13,54 +12,54 @@ import java.io.FileOutputStream;
 import java.io.IOException;
 import java.io.InputStream;
 import java.io.OutputStream;
+import java.util.UUID;
 
 /**
  * The bundle and samples live in the APK's assets under eecompile/ (stored uncompressed);
  * LiteRT and the harness read files by path, so they are copied to the app's files dir on the
  * first start, or when the APK carries another bundle (eecompile/stamp.txt differs). The copy
- * goes to a temporary directory renamed into place: a start interrupted mid-copy leaves no
- * half-written bundle behind.
+ * goes to a temporary directory of its own, renamed into place: a start interrupted mid-copy
+ * leaves no half-written bundle behind. One install at a time per process (an activity
+ * recreated on rotation starts a second one while the first may still copy).
  */
 final class Assets {
     static final String ROOT = "eecompile";
+    private static final String TMP_PREFIX = ROOT + ".tmp";
 
     private Assets() {
     }
 
-    static File install(Context ctx) throws IOException {
+    static synchronized File install(Context ctx) throws IOException {
         AssetManager am = ctx.getAssets();
         String stamp = new String(read(am.open(ROOT + "/stamp.txt")), "UTF-8").trim();
-        File dir = new File(ctx.getFilesDir(), ROOT);
+        File files = ctx.getFilesDir();
+        File dir = new File(files, ROOT);
         File have = new File(dir, "stamp.txt");
         if (have.isFile() && new String(readFile(have), "UTF-8").trim().equals(stamp)) return dir;
-        File tmp = new File(ctx.getFilesDir(), ROOT + ".tmp");
-        delete(tmp);
-        copyTree(am, ROOT, tmp);
-        delete(dir);
-        if (!tmp.renameTo(dir)) throw new IOException("cannot move " + tmp + " to " + dir);
+        File[] old = files.listFiles();
+        if (old != null)  // copies cut short by a killed process (only this method makes them, under its lock)
+            for (File f : old) if (f.getName().startsWith(TMP_PREFIX)) delete(f);
+        File tmp = new File(files, TMP_PREFIX + "-" + UUID.randomUUID());
+        try {
+            copyTree(am, ROOT, tmp);
+            delete(dir);
+            if (!tmp.renameTo(dir)) throw new IOException("cannot move " + tmp + " to " + dir);
+        } finally {
+            delete(tmp);
+        }
         return dir;
     }
 
-    /** The calibration report's Pareto points (each with its rule), or null without one. */
-    static JSONArray frontier(File dir) throws Exception {
-        File f = new File(dir, "pareto.json");
-        if (!f.isFile()) return null;
-        JSONObject o = new JSONObject(new String(readFile(f), "UTF-8"));
-        JSONArray pts = o.getJSONArray("frontier");
-        return pts.length() > 0 ? pts : null;
-    }
-
-    /** The frontier point closest to the rule the calibration wrote into the bundle. */
-    static int chosenPoint(JSONArray frontier) throws Exception {
-        for (int i = 0; i < frontier.length(); i++)
-            if (frontier.getJSONObject(i).optBoolean("chosen", false)) return i;
-        return frontier.length() - 1;
-    }
+    /** Policy names by EeHarness.POLICY_* code. */
+    private static final String[] POLICIES = {"max-prob", "entropy", "margin", "patience", "learned"};
 
     static int policyCode(String name) {
-        String[] names = {"max-prob", "entropy", "margin", "patience", "learned"};
-        for (int i = 0; i < names.length; i++) if (names[i].equals(name)) return i;
+        for (int i = 0; i < POLICIES.length; i++) if (POLICIES[i].equals(name)) return i;
         throw new IllegalArgumentException("unknown policy " + name);
+    }
+
+    static String policyName(int code) {
+        return code >= 0 && code < POLICIES.length ? POLICIES[code] : "policy " + code;
     }
 
     static float[] floats(JSONArray a) throws Exception {

@@ -11,10 +11,11 @@ import android.widget.ScrollView;
 import android.widget.SeekBar;
 import android.widget.TextView;
 
-import org.json.JSONArray;
 import org.json.JSONObject;
 
 import java.io.File;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.Locale;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
@@ -24,18 +25,24 @@ import dev.eecompile.EeHarness;
 /**
  * One screen: pick a bundled labelled sample (or draw one), run it through the early-exit
  * harness, see the class, the exit taken, each checked exit's confidence and per-stage latency;
- * a slider moves along the calibration's Pareto frontier (or scales a global threshold when
- * the bundle was not calibrated); "run all samples" reports accuracy, the exit histogram and
- * the mean latency. All inference runs on one background thread.
+ * a slider moves along the calibration's Pareto frontier (or scales a global max-prob threshold
+ * when the bundle was not calibrated), one position of it being the bundle's own rule, where it
+ * starts (nothing is set until the slider moves); "run all samples" reports accuracy, the exit
+ * histogram and the mean latency. All inference runs on one background thread; the controls
+ * are enabled once the harness is ready.
  */
 public final class MainActivity extends Activity {
+    private static final int N_THRESHOLDS = 20; // uncalibrated: max-prob thresholds from 0.5 to 1
     private final ExecutorService worker = Executors.newSingleThreadExecutor();
+    private final List<View> controls = new ArrayList<View>();
     private EeHarness harness;
     private Samples samples;
     private JSONObject info;
-    private JSONArray frontier;   // calibration Pareto points with their rules; null: none
+    private Pareto pareto;        // calibration Pareto points with their rules; null: none
+    private int basePolicy;       // the bundle's own rule (compiled into the library)
     private float[] baseThresholds;
-    private int basePolicy;
+    private boolean[] baseKept;
+    private int bundlePosition;   // the slider position of the bundle's own rule
     private int current;
     private DrawView draw;
     private TextView header, sampleLabel, sliderLabel, output;
@@ -54,13 +61,12 @@ public final class MainActivity extends Activity {
                     EeHarness.loadLibrary(null);
                     info = new JSONObject(EeHarness.describe());
                     samples = Samples.load(dir);
-                    frontier = Assets.frontier(dir);
+                    pareto = Pareto.load(dir);
+                    basePolicy = info.getInt("policy");
+                    baseThresholds = Assets.floats(info.getJSONArray("thresholds"));
+                    baseKept = Assets.bools(info.getJSONArray("kept"));
                     String litert = getApplicationInfo().nativeLibraryDir + "/libLiteRt.so";
                     harness = new EeHarness(new File(dir, "bundle").getPath(), litert, 1);
-                    basePolicy = info.getInt("policy");
-                    JSONArray th = info.getJSONArray("thresholds");
-                    baseThresholds = new float[th.length()];
-                    for (int i = 0; i < th.length(); i++) baseThresholds[i] = (float) th.getDouble(i);
                     post(new Runnable() {
                         @Override
                         public void run() {
@@ -116,6 +122,7 @@ public final class MainActivity extends Activity {
         col.addView(row);
 
         draw = new DrawView(this);
+        controls.add(draw);
         col.addView(draw, new LinearLayout.LayoutParams(dp(224), dp(224)));
 
         LinearLayout actions = new LinearLayout(this);
@@ -157,6 +164,7 @@ public final class MainActivity extends Activity {
             public void onStopTrackingTouch(SeekBar s) {
             }
         });
+        controls.add(slider);
         col.addView(slider);
 
         output = new TextView(this);
@@ -167,64 +175,81 @@ public final class MainActivity extends Activity {
         scroll.addView(col, new ViewGroup.LayoutParams(ViewGroup.LayoutParams.MATCH_PARENT,
                 ViewGroup.LayoutParams.WRAP_CONTENT));
         setContentView(scroll);
+        setControlsEnabled(false);
+    }
+
+    private void setControlsEnabled(boolean on) {
+        for (View v : controls) v.setEnabled(on);
     }
 
     private void ready() {
         try {
             header.setText(String.format(Locale.US, "%s  %s  %d exits", info.getString("name"),
                     info.getString("target"), info.getInt("n_stages")));
-            JSONObject in = info.getJSONObject("input");
-            draw.configure(in, samples);
-            int points = frontier != null ? frontier.length() : 20;
-            slider.setMax(points - 1);
-            slider.setProgress(frontier != null ? Assets.chosenPoint(frontier) : points - 1);
-            applyPoint(slider.getProgress());
-            pick(0);
-            output.setText("Ready: " + samples.count + " labelled samples.");
+            draw.configure(info.getJSONObject("input"));
         } catch (Exception e) {
             output.setText("Bad bundle description: " + e.getMessage());
+            return;
         }
+        int chosen = pareto != null ? pareto.chosen() : -1;
+        int positions = pareto != null ? pareto.points.length : N_THRESHOLDS;
+        bundlePosition = chosen >= 0 ? chosen : positions; // else one more position, after the others
+        slider.setMax(chosen >= 0 ? positions - 1 : positions);
+        slider.setProgress(bundlePosition);
+        sliderLabel.setText(label(bundlePosition)); // the harness runs the bundle's rule already
+        pick(0);
+        setControlsEnabled(true);
+        output.setText("Ready: " + samples.count + " labelled samples.");
     }
 
-    /** Frontier point p (or, uncalibrated, a global threshold between the policy's ends). */
+    /** Slider position p: a frontier point, the bundle's own rule, or a global max-prob threshold. */
     private void applyPoint(final int p) {
-        try {
-            final int policy;
-            final float[] th;
-            final boolean[] kept;
-            String label;
-            if (frontier != null) {
-                JSONObject pt = frontier.getJSONObject(p);
-                JSONObject rule = pt.getJSONObject("rule");
-                policy = Assets.policyCode(rule.getString("policy"));
-                th = Assets.floats(rule.getJSONArray("thresholds"));
-                kept = Assets.bools(rule.getJSONArray("kept"));
-                label = String.format(Locale.US, "Pareto point %d/%d: accuracy %.2f%% (target drop %.2f pts), %.1f us",
-                        p + 1, frontier.length(), 100 * pt.getDouble("accuracy"), pt.getDouble("target_drop_pts"),
-                        pt.getJSONObject("cost").optDouble("latency", Double.NaN));
-            } else {
-                policy = EeHarness.POLICY_MAX_PROB;
-                th = new float[baseThresholds.length];
-                float t = 0.5f + 0.5f * p / Math.max(1, slider.getMax());
-                for (int i = 0; i < th.length; i++) th[i] = Math.min(t, 1.0f);
-                kept = null;
-                label = String.format(Locale.US, "not calibrated: max-prob threshold %.3f at every exit", t);
-            }
-            sliderLabel.setText(label);
-            worker.execute(new Runnable() {
-                @Override
-                public void run() {
-                    try {
-                        if (kept != null) harness.setKept(kept);
-                        harness.setPolicy(policy, th);
-                    } catch (RuntimeException e) {
-                        show("Rule rejected: " + e.getMessage());
-                    }
-                }
-            });
-        } catch (Exception e) {
-            sliderLabel.setText("Bad Pareto table: " + e.getMessage());
+        final int policy;
+        final float[] th;
+        final boolean[] kept;
+        if (p == bundlePosition) {
+            policy = basePolicy;
+            th = baseThresholds;
+            kept = baseKept;
+        } else if (pareto != null) {
+            Pareto.Point pt = pareto.points[p];
+            policy = pt.policy;
+            th = pt.thresholds;
+            kept = pt.kept;
+        } else {
+            policy = EeHarness.POLICY_MAX_PROB;
+            th = new float[baseThresholds.length];
+            java.util.Arrays.fill(th, threshold(p));
+            kept = baseKept;
         }
+        worker.execute(new Runnable() {
+            @Override
+            public void run() {
+                try {
+                    harness.setKept(kept);
+                    harness.setPolicy(policy, th);
+                } catch (RuntimeException e) {
+                    show("Rule rejected: " + e.getMessage());
+                }
+            }
+        });
+        sliderLabel.setText(label(p));
+    }
+
+    private static float threshold(int p) {
+        return Math.min(1f, 0.5f + 0.5f * p / (N_THRESHOLDS - 1));
+    }
+
+    private String label(int p) {
+        if (pareto != null && p < pareto.points.length) return pareto.label(p);
+        if (p == bundlePosition) {
+            StringBuilder b = new StringBuilder("the bundle's rule: ").append(Assets.policyName(basePolicy))
+                    .append(", early exits at");
+            for (int k = 0; k + 1 < baseThresholds.length; k++)
+                b.append(baseKept[k] ? String.format(Locale.US, " %.3f", baseThresholds[k]) : " -");
+            return b.append(" (-: dropped)").toString();
+        }
+        return String.format(Locale.US, "not calibrated: max-prob threshold %.3f at every exit", threshold(p));
     }
 
     private void pick(int i) {
@@ -285,6 +310,7 @@ public final class MainActivity extends Activity {
         b.setText(text);
         b.setAllCaps(false);
         b.setOnClickListener(l);
+        controls.add(b);
         return b;
     }
 
