@@ -45,8 +45,9 @@ class ExitLogits:
 
 
 def check_labelled(bundle: Bundle, x: np.ndarray, y: np.ndarray | None, what: str) -> tuple[np.ndarray, np.ndarray]:
-    shape = tuple(bundle.manifest.input[0].torch_shape[1:])
-    x = check_batch(x, shape, what, error=CalibrationError)
+    spec = bundle.manifest.input[0]
+    x = check_batch(x, tuple(spec.torch_shape[1:]), what, error=CalibrationError, dtype=spec.source_dtype,
+                    value_range=spec.value_range)
     if y is None:
         raise CalibrationError(f"{what} has no labels: calibration measures accuracy",
                                hint="give labelled data: NAME:SPLIT (e.g. fashion-mnist:val) or a .npz with x and y")

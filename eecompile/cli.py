@@ -170,10 +170,12 @@ def _default_val(calib_data: str) -> str | None:
                    "an exit).")
 @click.option("--force", is_flag=True, help="Replace an existing bundle at -o.")
 @click.option("--harness", "harness_dir", type=click.Path(), help="Also generate and build the C harness here.")
+@click.option("--tokenizer", type=click.Path(), help="A tokenizer.json (tokenizers) for a model that takes token ids: "
+                                                      "shipped in the bundle, so eecompile run --text works.")
 @click.option("--json", "as_json", is_flag=True, help="Print the validation report as JSON.")
 @handle_errors
 def export(model, target, calib_data, val_data, output, split_heads, policy, threshold, onnxsim, allow_mismatch,
-           no_pack, no_trunks, force, harness_dir, as_json) -> None:
+           no_pack, no_trunks, force, harness_dir, tokenizer, as_json) -> None:
     """Export MODEL (zoo name or path/to/file.py:function) to a validated per-stage bundle.
 
     \b
@@ -204,8 +206,7 @@ def export(model, target, calib_data, val_data, output, split_heads, policy, thr
     m = load_model(model, quiet=as_json, expect=lambda arch: make_policy(policy, threshold, arch.n_stages))
     opts = ExportOptions(split_heads=split_heads, policy=policy, threshold=threshold, onnxsim=onnxsim,
                          allow_mismatch=allow_mismatch, pack=not no_pack, trunks=not no_trunks, force=force,
-                         quiet=as_json,
-                         model_source=source)
+                         quiet=as_json, model_source=source, tokenizer=tokenizer)
     bundle = do_export(m, target, load_data(calib_data), output,
                        val_data=load_data(val_spec, "val") if val_spec else None, options=opts)
     v = bundle.manifest.validation
@@ -270,7 +271,10 @@ def validate(bundle_dir, data, model_spec, backend, allow_mismatch, as_json) -> 
 
 @main.command()
 @click.argument("bundle_dir", type=click.Path())
-@click.option("--input", "-i", "input_spec", required=True, help=".npy/.npz file (NCHW float32) or NAME[:SPLIT[:N]].")
+@click.option("--input", "-i", "input_spec", help=".npy/.npz file (NCHW float32; token ids for a text model) or "
+                                                  "NAME[:SPLIT[:N]].")
+@click.option("--text", "texts", multiple=True, help="A text to classify (repeatable): the bundle's tokenizer makes "
+                                                     "its ids.")
 @click.option("--policy", type=click.Choice(POLICY_NAMES), help="Exit policy (default: the bundle's).")
 @click.option("--threshold", type=FloatList(), help="One threshold for every early exit, or one per exit "
                                                     "(default: the bundle's).")
@@ -281,13 +285,14 @@ def validate(bundle_dir, data, model_spec, backend, allow_mismatch, as_json) -> 
 @click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per sample, plus a summary.")
 @handle_errors
-def run(bundle_dir, input_spec, policy, threshold, max_exit, deadline_us, backend, threads, as_json) -> None:
+def run(bundle_dir, input_spec, texts, policy, threshold, max_exit, deadline_us, backend, threads, as_json) -> None:
     """Run BUNDLE_DIR with early exits on inputs; print class, exit and stage times per sample.
 
     \b
     Example:
       eecompile run out/dsnet-int8 --input fashion-mnist:test:8
       eecompile run out/dsnet-int8 --input x.npy --policy entropy --threshold 0.2 --max-exit 1 --json
+      eecompile run out/text-bundle --text "a gripping, funny film" --text "dull"
     """
     import numpy as np
 
@@ -295,18 +300,36 @@ def run(bundle_dir, input_spec, policy, threshold, max_exit, deadline_us, backen
     from eecompile.report.tables import run_table
     from eecompile.runtime.runner import Runtime
 
-    parse_data_spec(input_spec, "test")
+    if (input_spec is None) == (not texts):
+        raise click.UsageError("give --input or --text (one of them)")
+    if input_spec is not None:
+        parse_data_spec(input_spec, "test")
     rt = Runtime(bundle_dir, backend=backend, n_threads=threads)
-    data = load_data(input_spec, "test")
-    res = rt.run(data.x, policy=policy, thresholds=threshold, max_exit=max_exit, deadline_us=deadline_us)
+    kw = dict(policy=policy, thresholds=threshold, max_exit=max_exit, deadline_us=deadline_us)
+    if texts:
+        res, enc = rt.run_text(list(texts), **kw)
+        data = None
+    else:
+        data = load_data(input_spec, "test")
+        res = rt.run(data.x, **kw)
     rows = res.to_rows(rt.class_names)
+    if texts:
+        for i, row in enumerate(rows):
+            row.update(text=texts[i], n_tokens=int(enc.n_tokens[i]), truncated=bool(enc.truncated[i]),
+                       unknown_tokens=int(enc.n_unknown[i]))
     summary = {"n": len(rows), "mean_latency_us": float(res.latency_us.mean()),
                "exit_share": (np.bincount(res.exit_idx, minlength=rt.n_exits) / len(rows)).tolist()}
-    if data.y is not None:
+    if data is not None and data.y is not None:
         summary["accuracy"] = float(np.mean(res.class_idx == data.y))
     if as_json:
         click.echo(json.dumps({"samples": rows, "summary": summary}, indent=2))
         return
+    for row in rows:
+        if row.get("truncated"):
+            click.echo(f"note: text {row['sample']} has {row['n_tokens']} tokens; it was truncated to the model's "
+                       f"{rt.manifest.text.max_length}")
+        if row.get("unknown_tokens"):
+            click.echo(f"note: text {row['sample']}: {row['unknown_tokens']} word(s) unknown to the tokenizer")
     if len(rows) <= 50:
         _console().print(run_table(rows))
     click.echo(json.dumps(summary))

@@ -10,13 +10,14 @@ PY=${PY:-python3}
 #   build-essential cmake        the C harness for the host
 #   crossbuild-essential-arm64   the harness for aarch64 Linux; qemu-user runs it here
 #   clang lld-14                 libFuzzer; the Android arm64 build (no NDK: clang + lld + stub libs)
+#   libclang-rt-14-dev           the ASan/UBSan/libFuzzer runtimes (not pulled in without recommends)
 #   adb                          the real Android Debug Bridge client (profiling over adb)
 #   openssh-client/-server       profiling over ssh (tests run a real sshd on loopback)
 #   android-sdk                  aapt, zipalign, apksigner: the offline APK build
 #   android-libnativehelper-dev  jni.h for the arm64 Android JNI library
 #   openjdk-17-jdk-headless      javac/java/keytool: the app's Java, the host JVM check of the JNI bridge
 #   (android.jar for API 23 and dx come from Debian bullseye into ~/.cache: eecompile/android/sdk.py)
-PACKAGES="dataset-fashion-mnist build-essential cmake crossbuild-essential-arm64 qemu-user clang lld-14 adb
+PACKAGES="dataset-fashion-mnist build-essential cmake crossbuild-essential-arm64 qemu-user clang lld-14 libclang-rt-14-dev adb
           openssh-client openssh-server util-linux android-sdk android-libnativehelper-dev openjdk-17-jdk-headless"
 need=""
 for pkg in $PACKAGES; do

@@ -61,7 +61,7 @@ def write_samples(staging: Path, x, y, source: str, n: int = 64) -> "SamplesSpec
     import numpy as np
 
     buf = io.BytesIO()
-    arrays = {"x": np.ascontiguousarray(x[:n], dtype=np.float32)}
+    arrays = {"x": np.ascontiguousarray(x[:n], dtype=np.float32 if x.dtype.kind == "f" else x.dtype)}
     if y is not None:
         arrays["y"] = np.asarray(y[:n], dtype=np.int64)
     np.savez(buf, **arrays)

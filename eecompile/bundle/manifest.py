@@ -15,14 +15,18 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from eecompile.bundle.text import TextSpec
 from eecompile.errors import BundleError
 
 # 2: optional ``packed`` (every graph as a signature of one TFLite file)
 # 3: optional ``samples`` (a few labelled held-out inputs shipped with the bundle)
 # 4: per-stage ``trunk`` graphs (the segment without its exit head: run where an exit is
 #    dropped), per-exit ``kept``/``gate``, the ``decision`` section (calibration, anytime table)
-SCHEMA_VERSION = 4
-READABLE_SCHEMAS = (1, 2, 3, 4)
+# 5: integer model inputs (token ids: dtype int32/int64, never quantized) with ``value_range``;
+#    ``passthrough_of`` on outputs that are a graph input passed on unchanged; optional ``text``
+#    (the tokenizer.json the ids come from, and the truncation/padding rule)
+SCHEMA_VERSION = 5
+READABLE_SCHEMAS = (1, 2, 3, 4, 5)
 MANIFEST_NAME = "manifest.json"
 GRAPH_KINDS = ("fused", "segment", "head")
 TENSOR_ROLES = ("input", "state", "logits")
@@ -41,12 +45,20 @@ class TensorSpec:
     name: str
     role: str  # "input" (model input), "state" (between stages), "logits" (exit)
     shape: list[int]  # exported shape, batch first
-    dtype: str  # numpy dtype name: "int8", "float32", "float16"
+    dtype: str  # numpy dtype name: "int8", "float32", "float16"; model inputs also "int32"/"int64" (token ids)
     perm_from_torch: list[int]  # exported = torch_tensor.permute(perm_from_torch)
     index: int = -1  # backend tensor index (TFLite) or position (ONNX)
     signature_name: str = ""  # name in the graph's signature (TFLite: outputs are output_<i>)
     quant: QuantParams | None = None
     requant_from: QuantParams | None = None  # inputs: producer's quant params when they differ
+    value_range: list[int] | None = None  # integer model inputs: the valid values (ids), inclusive
+    passthrough_of: str | None = None  # outputs: the graph input this output is (a state passed on unchanged,
+    # e.g. a transformer's attention mask: one tensor in the graph, so a runtime binds both to one buffer)
+
+    @property
+    def source_dtype(self) -> str:
+        """The dtype a caller hands in (PyTorch's): float32, unless the graph takes integer ids."""
+        return self.dtype if self.dtype in ("int32", "int64") and self.quant is None else "float32"
 
     @property
     def torch_shape(self) -> list[int]:
@@ -135,6 +147,7 @@ class Manifest:
     packed: PackedSpec | None = None
     samples: SamplesSpec | None = None
     decision: dict[str, Any] = field(default_factory=dict)  # calibration: budget, figures, anytime table, history
+    text: TextSpec | None = None  # the tokenizer that turns text into the input ids (bundle/text.py)
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -194,6 +207,7 @@ class Manifest:
                     size_bytes=int(d["samples"]["size_bytes"]), n=int(d["samples"]["n"]),
                     labelled=bool(d["samples"]["labelled"]), source=str(d["samples"]["source"])),
                 decision=dict(d.get("decision") or {}),
+                text=None if d.get("text") is None else TextSpec.from_dict(d["text"]),
                 schema_version=int(d["schema_version"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -211,7 +225,9 @@ def _tensor(d: dict) -> TensorSpec:
     return TensorSpec(name=d["name"], role=d["role"], shape=[int(x) for x in d["shape"]], dtype=d["dtype"],
                       perm_from_torch=[int(x) for x in d["perm_from_torch"]], index=int(d["index"]),
                       signature_name=d.get("signature_name", ""),
-                      quant=_quant(d.get("quant")), requant_from=_quant(d.get("requant_from")))
+                      quant=_quant(d.get("quant")), requant_from=_quant(d.get("requant_from")),
+                      value_range=None if d.get("value_range") is None else [int(v) for v in d["value_range"]],
+                      passthrough_of=d.get("passthrough_of"))
 
 
 def _graph(d: dict) -> GraphSpec:

@@ -181,6 +181,8 @@ def load_data(spec: str | DataSpec, default_split: str = "train",
     return DATASETS[spec.name](spec.split, data_dir).take(spec.n)
 
 
-def check_inputs(x: np.ndarray, input_shape: tuple[int, ...], what: str, min_samples: int = 1) -> np.ndarray:
-    """Check a batch of model inputs: float32, shape ``(N, *input_shape)``, finite, enough samples."""
-    return check_batch(x, input_shape, what, min_samples)
+def check_inputs(x: np.ndarray, input_shape: tuple[int, ...], what: str, min_samples: int = 1,
+                 dtype: str = "float32", value_range: tuple[int, int] | None = None) -> np.ndarray:
+    """Check a batch of model inputs: shape ``(N, *input_shape)``, enough samples; float32 and
+    finite, or integer ids in ``value_range`` (see core.checks.check_batch)."""
+    return check_batch(x, input_shape, what, min_samples, dtype=dtype, value_range=value_range)

@@ -84,17 +84,20 @@ def pack_tflite(files: list[Path], keys: list[str], out: Path) -> None:
     atomic_write_bytes(out, bytes(fbu.convert_object_to_bytearray(merged)))
 
 
-def _random_input(detail: dict, rng: np.random.Generator) -> np.ndarray:
+def _random_input(detail: dict, rng: np.random.Generator, id_range: tuple[int, int] | None) -> np.ndarray:
     shape, dtype = detail["shape"], detail["dtype"]
     if np.issubdtype(dtype, np.integer):
         info = np.iinfo(dtype)
-        return rng.integers(info.min, info.max, size=shape, endpoint=True).astype(dtype)
+        lo, hi = id_range if id_range is not None and info.bits >= 32 else (info.min, info.max)
+        return rng.integers(lo, hi, size=shape, endpoint=True).astype(dtype)
     return rng.standard_normal(shape).astype(dtype)
 
 
-def check_packed(packed: Path, files: list[Path], keys: list[str], n_samples: int = 4, seed: int = 0) -> None:
+def check_packed(packed: Path, files: list[Path], keys: list[str], n_samples: int = 4, seed: int = 0,
+                 id_range: tuple[int, int] | None = None) -> None:
     """Every signature of ``packed`` must give bit-identical outputs to its stage file, on
-    random inputs of the input dtypes (the same ops on the same weights compute the same)."""
+    random inputs of the input dtypes (the same ops on the same weights compute the same);
+    integer ids (int32/int64 model inputs) are drawn from ``id_range``, the vocabulary."""
     from ai_edge_litert.interpreter import Interpreter
 
     rng = np.random.default_rng(seed)
@@ -106,7 +109,7 @@ def check_packed(packed: Path, files: list[Path], keys: list[str], n_samples: in
         single = Interpreter(model_path=str(path)).get_signature_runner()
         runner = whole.get_signature_runner(key)
         for _ in range(n_samples):
-            feed = {name: _random_input(d, rng) for name, d in runner.get_input_details().items()}
+            feed = {name: _random_input(d, rng, id_range) for name, d in runner.get_input_details().items()}
             want, got = single(**feed), runner(**feed)
             for name in want:
                 if not np.array_equal(want[name], got[name]):

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from eecompile.bundle.text import check_tokenizer, copy_tokenizer
 from eecompile.bundle.io import Bundle, check_output_dir, commit_bundle, staging_dir, write_samples
 from eecompile.bundle.manifest import ExitSpec, GraphSpec, Manifest, PackedSpec, StageSpec, TensorSpec
 from eecompile.data.datasets import Dataset, check_inputs
@@ -54,6 +55,7 @@ class ExportOptions:
     force: bool = False
     quiet: bool = False
     model_source: str = ""
+    tokenizer: str | None = None  # a tokenizer.json for a model that takes token ids: shipped in the bundle
 
 
 def tool_versions() -> dict[str, str]:
@@ -126,10 +128,11 @@ class _StageExporter:
         torch_out = [(n, r, list(t.shape)) for n, r, t in zip(out_names, out_roles, outs)]
         if self.precision == "onnx":
             ident = lambda shp: list(range(len(shp)))  # noqa: E731
-            inputs = [TensorSpec(n, r, [-1] + s[1:], "float32", ident(s), i, signature_name=n)
-                      for i, (n, r, s) in enumerate(torch_in)]
-            outputs = [TensorSpec(n, r, [-1] + s[1:], "float32", ident(s), i, signature_name=n)
-                       for i, (n, r, s) in enumerate(torch_out)]
+            dt = lambda t: str(t.numpy().dtype)  # noqa: E731
+            inputs = [TensorSpec(n, r, [-1] + s[1:], dt(t), ident(s), i, signature_name=n)
+                      for i, ((n, r, s), t) in enumerate(zip(torch_in, example))]
+            outputs = [TensorSpec(n, r, [-1] + s[1:], dt(t), ident(s), i, signature_name=n)
+                       for i, ((n, r, s), t) in enumerate(zip(torch_out, outs))]
             file = onnx_path.name
             signature = None
         else:
@@ -142,6 +145,9 @@ class _StageExporter:
             inputs, outputs, signature = g.inputs, g.outputs, g.signature
             self.float_checks.append({"graph": file, "rel_err": g.float_check_rel_err, "onnxsim": g.used_onnxsim,
                                       "avgpools_as_depthwise": g.avgpools_as_depthwise})
+        for t in inputs:
+            if t.role == "input" and t.source_dtype != "float32":
+                t.value_range = None if self.model.input_range is None else list(self.model.input_range)
         path = self.staging / file
         return GraphSpec(kind=kind, file=file, sha256=sha256_file(path), size_bytes=path.stat().st_size,
                          inputs=inputs, outputs=outputs, signature=signature)
@@ -184,7 +190,8 @@ def export(model: EarlyExitModel, target: str, calib: Dataset | np.ndarray, out_
     out = check_output_dir(out_dir, opts.force)
     calib_ds = calib if isinstance(calib, Dataset) else Dataset(calib, None, [], "array")
     min_n = MIN_CALIB_SAMPLES if TARGETS[target] == "int8" else 4
-    x = check_inputs(calib_ds.x, model.input_shapes[0], "calibration data", min_samples=min_n)
+    kind = {"dtype": model.input_dtype, "value_range": model.input_range}
+    x = check_inputs(calib_ds.x, model.input_shapes[0], "calibration data", min_samples=min_n, **kind)
     held_out_from_calib = False
     if val_data is None:
         n_val = max(MIN_VALIDATION_SAMPLES, len(x) // 4)
@@ -194,11 +201,13 @@ def export(model: EarlyExitModel, target: str, calib: Dataset | np.ndarray, out_
         val_data = Dataset(x[-n_val:], None if calib_ds.y is None else calib_ds.y[-n_val:], [], "calib hold-out")
         x = x[:-n_val]
         held_out_from_calib = True
-    val_x = check_inputs(val_data.x, model.input_shapes[0], "validation data")  # fail before converting anything
+    val_x = check_inputs(val_data.x, model.input_shapes[0], "validation data", **kind)  # before converting anything
     if len(val_x) < MIN_VALIDATION_SAMPLES:
         raise DataError(f"validation data has {len(val_x)} samples; the checks need at least {MIN_VALIDATION_SAMPLES}",
                         hint=VAL_HINT)
     policy = make_policy(opts.policy, opts.threshold, model.n_stages)  # checks name and range before any work
+    text = None if opts.tokenizer is None else check_tokenizer(opts.tokenizer, model.input_shapes[0],
+                                                               model.input_dtype, model.input_range)
     model.eval()
 
     staging = staging_dir(out)
@@ -219,6 +228,9 @@ def export(model: EarlyExitModel, target: str, calib: Dataset | np.ndarray, out_
                 calibration={"data": calib_ds.name, "n_samples": int(len(x)), "propagated": "exported stages"
                              if TARGETS[target] == "int8" else "not used", "float_checks": exporter.float_checks},
                 boundaries=boundaries)
+            if text is not None:
+                copy_tokenizer(opts.tokenizer, text, staging)
+                manifest.text = text
             if opts.pack and target.startswith("tflite-"):
                 manifest.packed = _pack(staging, manifest)
             manifest.samples = write_samples(staging, val_x, val_data.y, val_data.name)
@@ -243,7 +255,7 @@ def _pack(staging: Path, manifest: Manifest) -> PackedSpec:
     keys = [Path(g.file).stem for g in manifest.all_graphs]
     out = staging / PACKED_FILE
     pack_tflite(files, keys, out)
-    check_packed(out, files, keys)
+    check_packed(out, files, keys, id_range=manifest.input[0].value_range)
     return PackedSpec(file=PACKED_FILE, sha256=sha256_file(out), size_bytes=out.stat().st_size, signature_keys=keys)
 
 

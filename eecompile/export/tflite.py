@@ -240,6 +240,9 @@ def _io_specs(data: bytes, torch_in: list[tuple[str, str, list[int]]], torch_out
     except KeyError as exc:
         raise ExportError(f"stage {stage_idx}: signature lacks {exc}; has {list(in_d)} -> {list(out_d)}",
                           hint="report the model to eecompile") from exc
+    by_index = {t.index: t.name for t in inputs}
+    for t in outputs:  # an output that is an input tensor (TFLite dedups an unchanged state)
+        t.passthrough_of = by_index.get(t.index)
     return inputs, outputs, sig
 
 

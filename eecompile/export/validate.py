@@ -97,10 +97,10 @@ def check_model_matches(bundle: Bundle, model: EarlyExitModel) -> None:
     classes, input and state shapes), before anything is trained or run."""
     m = bundle.manifest
     want = {"exits": m.n_exits, "classes": m.exits[-1].n_classes,
-            "input": tuple(m.input[0].torch_shape[1:]),
+            "input": (tuple(m.input[0].torch_shape[1:]), m.input[0].source_dtype),
             "states": [[tuple(t.torch_shape[1:]) for t in s.graphs[0].outputs if t.role == "state"]
                        for s in m.stages[:-1]]}
-    have = {"exits": model.n_stages, "classes": model.n_classes, "input": tuple(model.input_shapes[0]),
+    have = {"exits": model.n_stages, "classes": model.n_classes, "input": (tuple(model.input_shapes[0]), model.input_dtype),
             "states": [[tuple(s) for s in shapes] for shapes in model.state_shapes[:-1]]}
     diff = [f"{k}: bundle {want[k]}, model {have[k]}" for k in want if want[k] != have[k]]
     if diff:
@@ -116,7 +116,8 @@ def validate_bundle(bundle: Bundle, model: EarlyExitModel, data: Dataset, tolera
     m = bundle.manifest
     check_model_matches(bundle, model)
     tol = tolerances or Tolerances.for_target(m.target)
-    x = check_inputs(data.x, model.input_shapes[0], "validation data")
+    x = check_inputs(data.x, model.input_shapes[0], "validation data", dtype=model.input_dtype,
+                     value_range=model.input_range)
     if len(x) < MIN_VALIDATION_SAMPLES:
         raise DataError(f"validation data has {len(x)} samples; the checks need at least {MIN_VALIDATION_SAMPLES} "
                         "(below that one sample moves an accuracy check by more than a point)", hint=data_hint)

@@ -26,8 +26,9 @@ _PKG_SOURCES = Path(__file__).resolve().parents[1] / "_csrc"  # in an installed 
 _TREE_SOURCES = Path(__file__).resolve().parents[2] / "runtimes" / "c"  # in a source checkout
 SOURCE_DIRS = ("include", "src", "tests", "bench")
 GENERATED = ("ee_bundle_gen.h", "ee_bundle_gen.c")
-_DTYPES = {"int8": "EE_DTYPE_INT8", "float32": "EE_DTYPE_FLOAT32"}
-_DTYPE_BYTES = {"int8": 1, "float32": 4}
+_DTYPES = {"int8": "EE_DTYPE_INT8", "float32": "EE_DTYPE_FLOAT32", "int32": "EE_DTYPE_INT32",
+           "int64": "EE_DTYPE_INT64"}  # int32/int64: integer model inputs (token ids)
+_DTYPE_BYTES = {"int8": 1, "float32": 4, "int32": 4, "int64": 8}
 _ROLES = {"input": "EE_ROLE_INPUT", "state": "EE_ROLE_STATE", "logits": "EE_ROLE_LOGITS"}
 _KINDS = {"fused": "EE_GRAPH_FUSED", "segment": "EE_GRAPH_SEGMENT", "head": "EE_GRAPH_HEAD"}
 GATE_SIZE = 5  # EE_GATE_SIZE: the learned gate's 4 weights and bias
@@ -89,9 +90,10 @@ def _quant(q) -> str:
     return f"{{.scale = {c_float(q.scale)}, .zero_point = {q.zero_point}}}" if q else "{.scale = 0.0f, .zero_point = 0}"
 
 
-def _tensor(t: TensorSpec) -> str:
+def _tensor(t: TensorSpec, input_names: list[str] | None = None) -> str:
     if t.dtype not in _DTYPES:
-        raise HarnessError(f"tensor {t.name} has dtype {t.dtype}; the C harness takes int8 and float32",
+        raise HarnessError(f"tensor {t.name} has dtype {t.dtype}; the C harness takes int8, float32 and "
+                           "integer ids (int32, int64)",
                              hint="export with --target tflite-int8 or tflite-fp32")
     if any(d <= 0 for d in t.shape):
         raise HarnessError(f"tensor {t.name} has a dynamic shape {t.shape}", hint="export TFLite (batch 1)")
@@ -99,10 +101,26 @@ def _tensor(t: TensorSpec) -> str:
     for d in t.shape:
         n_bytes *= d
     dims = ", ".join(str(d) for d in t.shape)
+    passthrough = (input_names or []).index(t.passthrough_of) if t.passthrough_of in (input_names or []) else -1
+    if t.passthrough_of is not None and passthrough < 0:
+        raise HarnessError(f"output {t.name} passes on input {t.passthrough_of}, which its graph does not have",
+                           hint="re-export the bundle")
     return (f"{{.signature_name = {c_str(t.signature_name)}, .role = {_ROLES[t.role]}, .dtype = {_DTYPES[t.dtype]}, "
             f".rank = {len(t.shape)}, .dims = {{{dims}}}, .n_bytes = {n_bytes}u, "
             f".has_quant = {'true' if t.quant else 'false'}, .quant = {_quant(t.quant)}, "
-            f".requant = {'true' if t.requant_from else 'false'}, .requant_from = {_quant(t.requant_from)}}}")
+            f".requant = {'true' if t.requant_from else 'false'}, .requant_from = {_quant(t.requant_from)}, "
+            f".has_range = {'true' if t.value_range else 'false'}, {_range(t.value_range)}, "
+            f".passthrough = {'true' if passthrough >= 0 else 'false'}, .passthrough_input = {max(passthrough, 0)}}}")
+
+
+def _range(r: list[int] | None) -> str:
+    lo, hi = r if r else (0, 0)
+    return f".range_lo = {_c_int64(lo)}, .range_hi = {_c_int64(hi)}"
+
+
+def _c_int64(v: int) -> str:
+    """An int64_t literal (INT64_MIN has no literal form: written as an expression)."""
+    return "(-9223372036854775807LL - 1)" if v == -(2**63) else f"{int(v)}LL"
 
 
 def _graph_files(bundle: Bundle, use_packed: bool) -> list[tuple[str, int, int, str, int]]:
@@ -129,7 +147,8 @@ def _graph_row(g: GraphSpec, pre: str, file_row: tuple[str, int, int, str, int])
 
 def _tensor_arrays(g: GraphSpec, pre: str) -> list[str]:
     _check_graph(g)
-    return [f"static const ee_tensor_desc {pre}_{side}[] = {{\n    " + ",\n    ".join(_tensor(t) for t in tensors)
+    names = [t.name for t in g.inputs]
+    return [f"static const ee_tensor_desc {pre}_{side}[] = {{\n    " + ",\n    ".join(_tensor(t, names) for t in tensors)
             + "\n};" for side, tensors in (("in", g.inputs), ("out", g.outputs))]
 
 

@@ -51,6 +51,7 @@ class EarlyExitModel(nn.Module):
         class_names: Sequence[str] | None = None,
         input_dtype: str = "float32",
         name: str = "model",
+        input_range: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
         if len(segments) == 0:
@@ -74,6 +75,7 @@ class EarlyExitModel(nn.Module):
         shapes = [input_shape] if isinstance(input_shape[0], int) else list(input_shape)
         self.input_shapes: list[Shape] = [tuple(int(d) for d in s) for s in shapes]  # type: ignore[union-attr]
         self.input_dtype = input_dtype
+        self.input_range = self._id_range(input_range)
         self.name = name
         self.state_shapes: list[list[Shape]] = []
         self.n_classes = 0
@@ -87,6 +89,22 @@ class EarlyExitModel(nn.Module):
             )
         self.class_names = [str(c) for c in class_names]
 
+    def _id_range(self, given: tuple[int, int] | None) -> tuple[int, int] | None:
+        """Integer inputs (token ids): the valid ids, inclusive. Given, or the vocabulary of the
+        first nn.Embedding in segment 0 (0..num_embeddings-1); float inputs have none."""
+        if self.input_dtype == "float32":
+            if given is not None:
+                raise ContractError("input_range is given for a float32 input",
+                                    hint="input_range bounds integer inputs (token ids): set input_dtype='int64'")
+            return None
+        if given is not None:
+            lo, hi = (int(v) for v in given)
+            if lo > hi:
+                raise ContractError(f"input_range {tuple(given)} is empty", hint="give (lowest id, highest id)")
+            return lo, hi
+        emb = next((m for m in self.segments[0].modules() if isinstance(m, nn.Embedding)), None)
+        return None if emb is None else (0, int(emb.num_embeddings) - 1)
+
     @property
     def n_stages(self) -> int:
         return len(self.segments)
@@ -95,7 +113,8 @@ class EarlyExitModel(nn.Module):
         dtype = _INPUT_DTYPES[self.input_dtype]
         if dtype.is_floating_point:
             return tuple(torch.rand(batch, *s, dtype=dtype) for s in self.input_shapes)
-        return tuple(torch.zeros(batch, *s, dtype=dtype) for s in self.input_shapes)
+        lo = self.input_range[0] if self.input_range else 0
+        return tuple(torch.full((batch, *s), lo, dtype=dtype) for s in self.input_shapes)
 
     def _check_flow(self) -> None:
         """Run a dummy batch through every stage; name the first stage whose shapes do not flow."""

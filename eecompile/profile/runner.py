@@ -152,14 +152,16 @@ def model_files(bundle: Bundle) -> list[str]:
 
 
 def inputs_npy(bundle: Bundle, x: np.ndarray | None, out: Path) -> tuple[Path, str, int]:
-    """The runner's inputs as .npy in the model's layout (NHWC for images), float32: the given
-    samples, or the bundle's own held-out samples."""
+    """The runner's inputs as .npy in the model's layout (NHWC for images), float32 (integer
+    token ids stay integers, in the model's dtype): the given samples, or the bundle's own
+    held-out samples."""
     source = "given"
     if x is None:
         x, _ = bundle.load_samples()
         source = f"bundle samples ({bundle.manifest.samples.source})"
     perm = bundle.manifest.input[0].perm_from_torch
-    np.save(out, np.ascontiguousarray(np.transpose(x, perm)).astype(np.float32))
+    spec = bundle.manifest.input[0]
+    np.save(out, np.ascontiguousarray(np.transpose(x, perm)).astype(spec.source_dtype))
     return out, source, int(x.shape[0])
 
 

@@ -15,6 +15,7 @@ import numpy as np
 from eecompile.bundle.graphs import StageExecutor
 from eecompile.bundle.io import Bundle, load_bundle
 from eecompile.bundle.manifest import TensorSpec
+from eecompile.bundle.text import Encoded, TextEncoder
 from eecompile.core.checks import check_batch
 from eecompile.core.policies import (ExitPolicy, PolicyState, check_policy_name, kept_of_exits, make_policy,
                                      policy_of_exits, softmax)
@@ -60,6 +61,7 @@ class Runtime:
         self.backend = self.executor.backend
         self.input_specs: list[TensorSpec] = m.input
         self.class_names = m.exits[-1].class_names
+        self._text: TextEncoder | None = None
 
     @property
     def n_exits(self) -> int:
@@ -68,8 +70,22 @@ class Runtime:
     def default_policy(self) -> ExitPolicy:
         return policy_of_exits(self.manifest.exits)
 
+    def encode_text(self, texts: list[str] | str) -> Encoded:
+        """Texts -> the model's ids with the bundle's tokenizer (truncated/padded to its length);
+        InputError when the bundle has none or a text is empty."""
+        if self._text is None:
+            self._text = TextEncoder.from_bundle(self.bundle)
+        return self._text.encode(texts)
+
+    def run_text(self, texts: list[str] | str, **kwargs) -> tuple[RunResult, Encoded]:
+        """``run`` on texts: also returns what encoding did (tokens, truncation, unknown words)."""
+        enc = self.encode_text(texts)
+        return self.run(enc.ids, **kwargs), enc
+
     def check_input(self, x: np.ndarray) -> np.ndarray:
-        return check_batch(x, tuple(self.input_specs[0].torch_shape[1:]), "input", error=InputError)
+        spec = self.input_specs[0]
+        return check_batch(x, tuple(spec.torch_shape[1:]), "input", error=InputError, dtype=spec.source_dtype,
+                           value_range=spec.value_range)
 
     def run(self, x: np.ndarray, policy: ExitPolicy | str | None = None, thresholds: list[float] | float | None = None,
             max_exit: int | None = None, keep_logits: bool = False, no_early_exit: bool = False,

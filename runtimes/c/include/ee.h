@@ -25,7 +25,7 @@
 extern "C" {
 #endif
 
-#define EE_ABI_VERSION 4         /* bumped when ee_bundle_desc or this API changes (the generator reads it here) */
+#define EE_ABI_VERSION 5         /* bumped when ee_bundle_desc or this API changes (the generator reads it here) */
 #define EE_MAX_STAGES 16
 #define EE_MAX_GRAPH_IO 8
 #define EE_MAX_RANK 8
@@ -49,7 +49,11 @@ const char *ee_status_str(ee_status status);
 /* FNV-1a 64 of n bytes: the checksum the generator records for every stage file. */
 uint64_t ee_fnv1a64(const void *data, size_t n);
 
-typedef enum { EE_DTYPE_FLOAT32 = 1, EE_DTYPE_INT8 = 9 } ee_dtype; /* LiteRT element type codes */
+/* LiteRT element type codes. INT32/INT64: integer model inputs (token ids), never quantized. */
+typedef enum { EE_DTYPE_FLOAT32 = 1, EE_DTYPE_INT32 = 2, EE_DTYPE_INT64 = 4, EE_DTYPE_INT8 = 9 } ee_dtype;
+
+/* Bytes per element of a dtype (0 for an unknown code). */
+size_t ee_dtype_size(ee_dtype dtype);
 
 typedef enum {
     EE_POLICY_MAX_PROB = 0, /* fires when max softmax >= t */
@@ -82,6 +86,11 @@ typedef struct {
     ee_quant quant;
     bool requant;           /* inputs: requantize from requant_from to quant before feeding */
     ee_quant requant_from;
+    bool has_range;         /* integer model inputs: every value must lie in [range_lo, range_hi] (the ids of */
+    int64_t range_lo;       /* the model's vocabulary); ee_session_run_raw refuses others (EE_ERR_INVALID_ARG) */
+    int64_t range_hi;
+    bool passthrough;         /* outputs: this output is input passthrough_input of the same graph, unchanged */
+    int32_t passthrough_input; /* (one tensor in the model, e.g. an attention mask): both bind one buffer */
 } ee_tensor_desc;
 
 typedef struct {
@@ -181,12 +190,14 @@ typedef struct {
 size_t ee_session_input_bytes(const ee_session *s);
 
 /* Run one sample given in the model's own input layout (NHWC) and dtype (int8 for
- * tflite-int8: already quantized with the bundle's input quant params). */
+ * tflite-int8: already quantized with the bundle's input quant params; int32/int64 token ids
+ * for a model that takes ids: each must lie in the input's range). */
 ee_status ee_session_run_raw(ee_session *s, const void *input, size_t n_bytes, const ee_run_options *opts,
                              ee_result *out);
 
 /* Run one sample given as float32 in the model's input layout (NHWC); the harness
- * quantizes it (round half away from zero) when the model input is int8. */
+ * quantizes it (round half away from zero) when the model input is int8. A model that
+ * takes integer ids refuses it (EE_ERR_INVALID_ARG): use ee_session_run_raw. */
 ee_status ee_session_run_f32(ee_session *s, const float *input, size_t n_floats, const ee_run_options *opts,
                              ee_result *out);
 

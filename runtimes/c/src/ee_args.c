@@ -119,9 +119,17 @@ static int open_npy(ee_input_file *in, const ee_sample_shape *shape) {
         set_error(in, "unreadable .npy header (C order, a plain dtype and a shape are needed)");
         return -1;
     }
-    bool is_f32 = strcmp(descr, "<f4") == 0;
-    bool is_i8 = strcmp(descr, "|i1") == 0;
-    if (!is_f32 && !(is_i8 && shape->dtype == EE_DTYPE_INT8)) {
+    bool ids = shape->dtype == EE_DTYPE_INT32 || shape->dtype == EE_DTYPE_INT64;
+    bool is_f32 = !ids && strcmp(descr, "<f4") == 0;
+    bool own = strcmp(descr, shape->dtype == EE_DTYPE_INT8 ? "|i1" : shape->dtype == EE_DTYPE_INT32 ? "<i4"
+                                : shape->dtype == EE_DTYPE_INT64 ? "<i8" : "") == 0;
+    if (ids && !own) {
+        snprintf(in->error, sizeof in->error, "dtype %s; this model takes token ids as %s (numpy %s): "
+                 "np.save(path, ids.astype(np.%s))", descr, ee_dtype_name(shape->dtype),
+                 shape->dtype == EE_DTYPE_INT64 ? "<i8" : "<i4", ee_dtype_name(shape->dtype));
+        return -1;
+    }
+    if (!is_f32 && !own) {
         snprintf(in->error, sizeof in->error, "dtype %s; give float32 (the harness quantizes it)%s", descr,
                  shape->dtype == EE_DTYPE_INT8 ? " or int8 already quantized with the input's scale" : "");
         return -1;
@@ -146,7 +154,7 @@ static int open_npy(ee_input_file *in, const ee_sample_shape *shape) {
     in->npy = true;
     in->f32 = is_f32;
     in->n_samples = (size_t)dims[0];
-    in->sample_bytes = shape->n_elems * (is_f32 ? 4 : 1);
+    in->sample_bytes = shape->n_elems * (is_f32 ? 4 : ee_dtype_size(shape->dtype));
     long pos = ftell(in->f);
     if (fseek(in->f, 0, SEEK_END) != 0) return set_error(in, "cannot seek"), -1;
     long size = ftell(in->f);
@@ -160,7 +168,13 @@ static int open_npy(ee_input_file *in, const ee_sample_shape *shape) {
 }
 
 static int open_raw(ee_input_file *in, const ee_sample_shape *shape, bool raw_f32) {
-    size_t elem = raw_f32 ? 4 : (shape->dtype == EE_DTYPE_INT8 ? 1 : 4);
+    bool ids = shape->dtype == EE_DTYPE_INT32 || shape->dtype == EE_DTYPE_INT64;
+    if (ids && raw_f32) {
+        snprintf(in->error, sizeof in->error, "--f32 given, but this model takes token ids (%s), not floats",
+                 ee_dtype_name(shape->dtype));
+        return -1;
+    }
+    size_t elem = raw_f32 ? 4 : ee_dtype_size(shape->dtype);
     in->f32 = raw_f32 || shape->dtype == EE_DTYPE_FLOAT32;
     in->sample_bytes = shape->n_elems * elem;
     if (fseek(in->f, 0, SEEK_END) != 0) return set_error(in, "cannot seek"), -1;
@@ -169,11 +183,27 @@ static int open_raw(ee_input_file *in, const ee_sample_shape *shape, bool raw_f3
     if (size <= 0 || (size_t)size % in->sample_bytes != 0) {
         snprintf(in->error, sizeof in->error, "%ld bytes is not a whole number of %zu-byte samples (%zu %s "
                  "elements each); give a .npy file, whose header states dtype and shape", size, in->sample_bytes,
-                 shape->n_elems, elem == 1 ? "int8" : "float32");
+                 shape->n_elems, in->f32 ? "float32" : ee_dtype_name(shape->dtype));
         return -1;
     }
     in->n_samples = (size_t)size / in->sample_bytes;
     return 0;
+}
+
+const char *ee_dtype_name(ee_dtype dtype) {
+    switch (dtype) {
+    case EE_DTYPE_FLOAT32: return "float32";
+    case EE_DTYPE_INT8: return "int8";
+    case EE_DTYPE_INT32: return "int32";
+    case EE_DTYPE_INT64: return "int64";
+    }
+    return "unknown";
+}
+
+ee_sample_shape ee_sample_shape_of(const ee_tensor_desc *td) {
+    size_t elem = ee_dtype_size(td->dtype);
+    ee_sample_shape sh = {td->dtype, td->rank, td->dims, elem ? td->n_bytes / elem : 0};
+    return sh;
 }
 
 int ee_input_file_open(ee_input_file *in, const char *path, const ee_sample_shape *shape, bool raw_f32) {

@@ -27,11 +27,15 @@ int ee_parse_policy(const char *s, ee_policy *out);
 
 /* What one sample of the model's first input looks like. */
 typedef struct {
-    ee_dtype dtype;            /* the model input's dtype (int8 for tflite-int8) */
+    ee_dtype dtype;            /* the model input's dtype (int8 for tflite-int8; int32/int64 for token ids) */
     int32_t rank;              /* with the batch axis */
     const int32_t *dims;       /* exported layout (NHWC for images), dims[0] the batch (1) */
     size_t n_elems;            /* elements per sample */
 } ee_sample_shape;
+
+/* The sample shape of a model input; its dtype's name ("int64", ...). */
+ee_sample_shape ee_sample_shape_of(const ee_tensor_desc *td);
+const char *ee_dtype_name(ee_dtype dtype);
 
 typedef struct {
     FILE *f;

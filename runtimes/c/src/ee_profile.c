@@ -199,7 +199,7 @@ typedef struct {
 
 static int load_inputs(const char *path, prof_inputs *in) {
     const ee_tensor_desc *td = &EE_BUNDLE.stages[0].graphs[0].inputs[0];
-    ee_sample_shape shape = {td->dtype, td->rank, td->dims, td->n_bytes / (td->dtype == EE_DTYPE_INT8 ? 1 : 4)};
+    ee_sample_shape shape = ee_sample_shape_of(td);
     ee_input_file f;
     if (ee_input_file_open(&f, path, &shape, false) != 0) {
         fprintf(stderr, "ee_profile: %s: %s\n", path, f.error);

@@ -5,8 +5,9 @@
  *          [--kept 1,0,1,...] [--threads N] [--litert PATH] [--all-exits] [--dump-logits FILE] [--json]
  *          [--quiet] [--allow-stale]
  *
- * INPUTS: a .npy file (float32, quantized by the harness, or int8 already quantized; shape
- * (N, *input) in the model's layout, NHWC for images), or raw samples back to back in the
+ * INPUTS: a .npy file (float32, quantized by the harness, or int8 already quantized; int32/int64
+ * token ids for a model that takes ids; shape (N, *input) in the model's layout, NHWC for
+ * images), or raw samples back to back in the
  * model's layout: in its dtype by default, float32 with --f32. Prints per sample: class,
  * exit, confidence and per-stage times; a summary at the end.
  * Exit status: 0 ok, 1 a run or file error, 2 a usage error.
@@ -156,9 +157,7 @@ static void print_sample(size_t i, const ee_result *r, bool json) {
 }
 
 static ee_sample_shape sample_shape(void) {
-    const ee_tensor_desc *td = &EE_BUNDLE.stages[0].graphs[0].inputs[0];
-    ee_sample_shape sh = {td->dtype, td->rank, td->dims, td->n_bytes / (td->dtype == EE_DTYPE_INT8 ? 1 : 4)};
-    return sh;
+    return ee_sample_shape_of(&EE_BUNDLE.stages[0].graphs[0].inputs[0]);
 }
 
 int main(int argc, char **argv) {
@@ -227,8 +226,8 @@ int main(int argc, char **argv) {
         if (!a.quiet) print_sample(i, &r, a.json);
     }
     if (a.json) {
-        printf("\n], \"summary\": {\"n\": %zu, \"input\": \"%s\", \"mean_total_us\": %.3f, \"exit_counts\": [", done,
-               in.npy ? (in.f32 ? "npy float32" : "npy int8") : (in.f32 ? "raw float32" : "raw int8"),
+        printf("\n], \"summary\": {\"n\": %zu, \"input\": \"%s %s\", \"mean_total_us\": %.3f, \"exit_counts\": [", done,
+               in.npy ? "npy" : "raw", in.f32 ? "float32" : ee_dtype_name(shape.dtype),
                done ? total_ns / (double)done / 1e3 : 0.0);
         for (int32_t k = 0; k < EE_BUNDLE.n_stages; k++) printf("%s%ld", k ? ", " : "", exit_counts[k]);
         printf("]}}\n");

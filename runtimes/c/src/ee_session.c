@@ -121,7 +121,17 @@ ee_run_options ee_run_default_options(void) {
 
 /* ---- graphs --------------------------------------------------------------------------- */
 
-static size_t dtype_size(ee_dtype t) { return t == EE_DTYPE_INT8 ? 1 : 4; }
+size_t ee_dtype_size(ee_dtype t) {
+    switch (t) {
+    case EE_DTYPE_INT8: return 1;
+    case EE_DTYPE_FLOAT32:
+    case EE_DTYPE_INT32: return 4;
+    case EE_DTYPE_INT64: return 8;
+    }
+    return 0;
+}
+
+static size_t dtype_size(ee_dtype t) { return ee_dtype_size(t); }
 
 static ee_status check_tensor(ee_session *s, const ee_graph_desc *g, LiteRtTensor t, const ee_tensor_desc *td) {
     LiteRtRankedTensorType rtt;
@@ -318,6 +328,28 @@ static void wire_sources(ee_session *s) {
     }
 }
 
+/* An output that is one of the graph's inputs (a state passed on unchanged, e.g. an attention
+ * mask) is one tensor in the model: bound to two buffers, the model reads the input from the
+ * output's buffer (measured: LiteRT ran on stale bytes). Both sides get the input's buffer. */
+static ee_status bind_passthrough(ee_session *s, ee_graph_rt *gr) {
+    for (int32_t o = 0; o < gr->d->n_outputs; o++) {
+        const ee_tensor_desc *od = &gr->d->outputs[o];
+        if (!od->passthrough) continue;
+        int32_t i = od->passthrough_input;
+        if (i < 0 || i >= gr->d->n_inputs || gr->d->inputs[i].n_bytes != od->n_bytes ||
+            gr->d->inputs[i].dtype != od->dtype) {
+            ee_log(&s->params, EE_LOG_ERROR, "%s: output %s passes on no matching input", gr->d->file,
+                   od->signature_name);
+            return EE_ERR_MODEL;
+        }
+        size_t os = (size_t)gr->out_sig[o];
+        if (gr->out_bufs[os] != NULL && !gr->out_shared[os]) s->api.LiteRtDestroyTensorBuffer(gr->out_bufs[os]);
+        gr->out_bufs[os] = gr->in_bufs[gr->in_sig[i]];
+        gr->out_shared[os] = true;
+    }
+    return EE_OK;
+}
+
 static ee_status make_buffers(ee_session *s) {
     for (int gi = 0; gi < s->n_stage_graphs; gi++) {
         ee_graph_rt *gr = &s->graphs[gi];
@@ -345,6 +377,8 @@ static ee_status make_buffers(ee_session *s) {
                 gr->in_owned[sig] = true;
             }
         }
+        ee_status es = bind_passthrough(s, gr);
+        if (es != EE_OK) return es;
     }
     return EE_OK;
 }
@@ -709,6 +743,19 @@ static ee_status finish_input(ee_session *s, const ee_run_options *o, ee_result 
     return run_from_stage0(s, o, out);
 }
 
+/* Integer ids outside the vocabulary would index past the embedding table: refuse them. */
+static bool ids_in_range(ee_session *s, const ee_tensor_desc *td, const void *input, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        int64_t v = td->dtype == EE_DTYPE_INT64 ? ((const int64_t *)input)[i] : ((const int32_t *)input)[i];
+        if (v < td->range_lo || v > td->range_hi) {
+            ee_log(&s->params, EE_LOG_ERROR, "input id %lld at position %zu is outside the vocabulary %lld..%lld",
+                   (long long)v, i, (long long)td->range_lo, (long long)td->range_hi);
+            return false;
+        }
+    }
+    return true;
+}
+
 ee_status ee_session_run_raw(ee_session *s, const void *input, size_t n_bytes, const ee_run_options *opts,
                              ee_result *out) {
     ee_run_options o;
@@ -719,12 +766,24 @@ ee_status ee_session_run_raw(ee_session *s, const void *input, size_t n_bytes, c
     if (n_bytes % elem != 0) return EE_ERR_INVALID_ARG;
     ee_status es = begin_input(s, input, n_bytes / elem, elem, opts, out, &o, &td, &dst);
     if (es != EE_OK) return es;
+    if (td->has_range && !ids_in_range(s, td, input, n_bytes / elem)) {
+        s->api.LiteRtUnlockTensorBuffer(s->graphs[0].in_bufs[s->graphs[0].in_sig[0]]);
+        return EE_ERR_INVALID_ARG;
+    }
     memcpy(dst, input, n_bytes);
     return finish_input(s, &o, out);
 }
 
 ee_status ee_session_run_f32(ee_session *s, const float *input, size_t n_floats, const ee_run_options *opts,
                              ee_result *out) {
+    if (s != NULL) {
+        ee_dtype dt = s->graphs[0].d->inputs[0].dtype;
+        if (dt == EE_DTYPE_INT32 || dt == EE_DTYPE_INT64) {
+            ee_log(&s->params, EE_LOG_ERROR, "the model takes integer ids (%s), not float32: use ee_session_run_raw",
+                   dt == EE_DTYPE_INT64 ? "int64" : "int32");
+            return EE_ERR_INVALID_ARG;
+        }
+    }
     for (size_t i = 0; input != NULL && s != NULL && i < n_floats; i++) {
         if (!isfinite(input[i])) {
             ee_log(&s->params, EE_LOG_ERROR, "input element %zu is NaN or inf", i);

@@ -43,7 +43,7 @@ typedef struct {
 } LiteRtLayout;
 
 typedef struct {
-    int element_type; /* Float32 = 1, Int8 = 9 */
+    int element_type; /* Float32 = 1, Int32 = 2, Int64 = 4, Int8 = 9 */
     LiteRtLayout layout;
 } LiteRtRankedTensorType;
 

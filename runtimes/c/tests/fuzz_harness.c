@@ -67,7 +67,7 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t n) {
             fwrite(d + 1, 1, m - 1, f);
             fclose(f);
             const ee_tensor_desc *td = &EE_BUNDLE.stages[0].graphs[0].inputs[0];
-            ee_sample_shape shape = {td->dtype, td->rank, td->dims, td->n_bytes / (td->dtype == EE_DTYPE_INT8 ? 1 : 4)};
+            ee_sample_shape shape = ee_sample_shape_of(td);
             ee_input_file in;
             if (ee_input_file_open(&in, path, &shape, (d[0] & 2) != 0) == 0) {
                 unsigned char *buf = malloc(in.sample_bytes);

@@ -125,7 +125,7 @@ int main(int argc, char **argv) {
     CHECK(ee_session_run_raw(NULL, in, nb, &o, &r) == EE_ERR_INVALID_ARG);
 
     /* float input: NaN refused, wrong count refused */
-    size_t n_el = EE_BUNDLE.stages[0].graphs[0].inputs[0].dtype == EE_DTYPE_INT8 ? nb : nb / 4;
+    size_t n_el = nb / ee_dtype_size(EE_BUNDLE.stages[0].graphs[0].inputs[0].dtype);
     float *f = calloc(n_el, sizeof(float));
     CHECK(ee_session_run_f32(s, f, n_el, &o, &r) == EE_OK);
     f[n_el / 2] = NAN;

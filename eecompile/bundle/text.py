@@ -1,0 +1,163 @@
+"""Text in the bundle: the tokenizer a model's token ids come from (``tokenizer.json`` of the
+``tokenizers`` library) and the rule that makes ids of one fixed length: truncate at the right
+(the tokenizer's own strategy, so special tokens such as ``[SEP]`` stay), pad at the right
+with the pad id. A runtime given text encodes it here and reports what it had to do.
+
+Example:
+    >>> enc = TextEncoder.from_bundle(bundle)
+    >>> batch = enc.encode(["a fine film", ""])  # raises InputError: text 1 is empty
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from eecompile.errors import BundleError, ExportError, InputError
+
+TOKENIZER_NAME = "tokenizer.json"
+PAD_TOKENS = ("[PAD]", "<pad>", "<PAD>")
+
+
+@dataclass
+class TextSpec:
+    """``manifest.text``: how text becomes the model's input."""
+
+    file: str
+    sha256: str
+    max_length: int  # the model input's length: every text is truncated or padded to it
+    pad_id: int
+    unk_id: int | None  # the id unknown words and characters become (None: the tokenizer has none)
+    vocab_size: int
+    truncation: str = "right"
+    padding: str = "right"
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TextSpec":
+        return cls(file=str(d["file"]), sha256=str(d["sha256"]), max_length=int(d["max_length"]),
+                   pad_id=int(d["pad_id"]), unk_id=None if d.get("unk_id") is None else int(d["unk_id"]),
+                   vocab_size=int(d["vocab_size"]), truncation=str(d.get("truncation", "right")),
+                   padding=str(d.get("padding", "right")))
+
+
+@dataclass
+class Encoded:
+    """A batch of texts as the model's ids, and what encoding did to each text."""
+
+    ids: np.ndarray  # (N, max_length), the model input's dtype
+    n_tokens: np.ndarray  # (N,) tokens before truncation (special tokens included)
+    truncated: np.ndarray  # (N,) bool: longer than max_length, cut at the right
+    n_unknown: np.ndarray  # (N,) tokens that became the unknown id
+
+
+def _load(path: Path, what: str, error: type[Exception]):
+    from tokenizers import Tokenizer
+
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as exc:  # tokenizers raises its own Exception subclasses for bad JSON and models
+        raise error(f"{what} {path} is not a tokenizers tokenizer.json: {str(exc).splitlines()[0][:200]}",
+                    hint="save it with tokenizer.save(path) (tokenizers), or tokenizer.backend_tokenizer.save(path) "
+                         "(transformers)") from exc
+
+
+def _unk_id(tok) -> int | None:
+    model = tok.model
+    unk = getattr(model, "unk_token", None)
+    if unk is None:
+        unk_id = getattr(model, "unk_id", None)  # Unigram keeps the id
+        return None if unk_id is None else int(unk_id)
+    return tok.token_to_id(unk)
+
+
+def check_tokenizer(path: str | Path, input_shape: tuple[int, ...], input_dtype: str,
+                    value_range: tuple[int, int] | None) -> TextSpec:
+    """The text spec of a tokenizer, after checking it fits the model: integer ids of shape
+    (L,), every id of the tokenizer inside the model's vocabulary, a pad token. Run before any
+    conversion; ``copy_tokenizer`` puts the file into the bundle."""
+    src = Path(path)
+    if not src.is_file():
+        raise ExportError(f"tokenizer {src} does not exist", hint="give the path of a tokenizer.json")
+    if input_dtype == "float32" or len(input_shape) != 1:
+        raise ExportError(f"a tokenizer needs a model that takes token ids of shape (L,); this one takes "
+                          f"{input_dtype} {tuple(input_shape)}",
+                          hint="declare input_shape=(max_length,) and input_dtype='int64' in the model")
+    tok = _load(src, "tokenizer", ExportError)
+    vocab = tok.get_vocab_size(with_added_tokens=True)
+    if value_range is not None and (vocab - 1 > value_range[1] or value_range[0] > 0):
+        raise ExportError(f"the tokenizer has {vocab} ids (0..{vocab - 1}) but the model takes ids "
+                          f"{value_range[0]}..{value_range[1]}",
+                          hint="export with the tokenizer the model was trained with (its embedding has one row "
+                               "per token)")
+    pad = tok.padding["pad_id"] if tok.padding else next(
+        (tok.token_to_id(t) for t in PAD_TOKENS if tok.token_to_id(t) is not None), None)
+    if pad is None:
+        raise ExportError(f"tokenizer {src} has no pad token ({', '.join(PAD_TOKENS)}) and no padding setting",
+                          hint="add one: tokenizer.enable_padding(pad_id=..., pad_token=...) and save it again")
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()
+    return TextSpec(file=TOKENIZER_NAME, sha256=digest, max_length=int(input_shape[0]), pad_id=int(pad),
+                    unk_id=_unk_id(tok), vocab_size=int(vocab))
+
+
+def copy_tokenizer(path: str | Path, spec: TextSpec, staging: Path) -> None:
+    shutil.copyfile(path, staging / spec.file)
+    if hashlib.sha256((staging / spec.file).read_bytes()).hexdigest() != spec.sha256:
+        raise ExportError(f"tokenizer {path} changed during the export", hint="export again")
+
+
+class TextEncoder:
+    """Texts -> fixed-length ids, as the bundle's tokenizer and text rule say."""
+
+    def __init__(self, spec: TextSpec, path: Path, dtype: str) -> None:
+        self.spec, self.dtype = spec, dtype
+        if not path.is_file():
+            raise BundleError(f"{path} is missing", hint="re-export the bundle with --tokenizer")
+        if hashlib.sha256(path.read_bytes()).hexdigest() != spec.sha256:
+            raise BundleError(f"{path} does not match the manifest's sha256 (changed after export)",
+                              hint="restore it, or re-export the bundle with --tokenizer")
+        self.tok = _load(path, "bundle tokenizer", BundleError)
+        self.tok.no_padding()
+        self.tok.no_truncation()
+        self.cut = _load(path, "bundle tokenizer", BundleError)  # the same, truncating (keeps [SEP])
+        self.cut.no_padding()
+        self.cut.enable_truncation(max_length=spec.max_length, direction=spec.truncation)
+
+    @classmethod
+    def from_bundle(cls, bundle) -> "TextEncoder":
+        m = bundle.manifest
+        if m.text is None:
+            raise InputError(f"bundle {m.name!r} has no tokenizer, so it cannot take text",
+                             hint="give token ids (--input ids.npy), or re-export with --tokenizer tokenizer.json")
+        return cls(m.text, bundle.root / m.text.file, m.input[0].source_dtype)
+
+    def encode(self, texts: list[str]) -> Encoded:
+        if isinstance(texts, str):
+            texts = [texts]
+        if not texts:
+            raise InputError("no text given", hint="give at least one text")
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise InputError(f"text {i} is a {type(t).__name__}, not a string", hint="pass strings")
+            if not t.strip():
+                raise InputError(f"text {i} is empty", hint="give at least one word per text")
+        s = self.spec
+        ids = np.full((len(texts), s.max_length), s.pad_id, dtype=self.dtype)
+        n_tokens = np.zeros(len(texts), np.int64)
+        n_unknown = np.zeros(len(texts), np.int64)
+        try:
+            full, cut = self.tok.encode_batch(list(texts)), self.cut.encode_batch(list(texts))
+        except Exception as exc:  # e.g. a word-level vocabulary without an unknown token
+            raise InputError(f"the tokenizer cannot encode the text: {str(exc).splitlines()[0][:200]}",
+                             hint="the bundle's tokenizer has no unknown token: remove the words it does not know") \
+                from exc
+        for i, (f, c) in enumerate(zip(full, cut)):
+            row = c.ids[: s.max_length]
+            ids[i, : len(row)] = row
+            n_tokens[i] = len(f.ids)
+            if s.unk_id is not None:
+                n_unknown[i] = sum(1 for t in row if t == s.unk_id)
+        return Encoded(ids, n_tokens, n_tokens > s.max_length, n_unknown)
