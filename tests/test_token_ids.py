@@ -320,3 +320,60 @@ def test_cli_run_text(text_bundle):
     assert res.exit_code == 1 and "text 0 is empty" in res.output and "Traceback" not in res.output
     res = runner.invoke(main, ["run", str(text_bundle.root)])
     assert res.exit_code == 2 and "give --input or --text" in res.output
+    res = runner.invoke(main, ["info", str(text_bundle.root)])
+    assert "input: int64 (12,), ids 0..31; text: tokenizer.json (vocabulary 32, max length 12" in res.output
+
+
+def test_profile_calibrate_and_harness_on_a_text_bundle(text_bundle, trained, tmp_path):
+    """The rest of the loop takes token ids as it takes images: the host profile runs the
+    bundle's own int64 samples through ee_profile, calibration reads labelled ids from a .npz,
+    and the regenerated harness runs the calibrated rule."""
+    import shutil
+    import sys
+
+    from conftest import require_tools
+
+    require_tools("cmake", "cc")
+    _, data = trained
+    b = tmp_path / "b"
+    shutil.copytree(text_bundle.root, b)
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "eecompile", *map(str, args)], capture_output=True, text=True,
+                              timeout=900)
+
+    res = cli("profile", b, "--device", "host", "--runs", "50", "--warmup", "5", "--min-secs", "0.3",
+              "--max-secs", "20", "-o", tmp_path / "prof.json")
+    assert res.returncode == 0, res.stderr
+    prof = json.loads((tmp_path / "prof.json").read_text())
+    p50 = [e["latency_us"]["p50"] for e in prof["exits"]]
+    assert prof["complete"] and len(p50) == 3 and all(b_ > a for a, b_ in zip(p50, p50[1:])), p50
+
+    np.savez(tmp_path / "cal.npz", x=data["test"].x, y=data["test"].y)
+    res = cli("calibrate", b, "--data", tmp_path / "cal.npz", "--budget", "accuracy-drop=1", "-o", tmp_path / "r.json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["budget"]["spec"] == "accuracy-drop=1"
+    np.savez(tmp_path / "floats.npz", x=data["test"].x.astype(np.float32), y=data["test"].y)
+    res = cli("calibrate", b, "--data", tmp_path / "floats.npz", "--budget", "accuracy-drop=1")
+    assert res.returncode == 1 and "expected integers (int64): this model takes token ids" in res.stderr
+
+    res = cli("harness", b, "-o", tmp_path / "h", "--build")
+    assert res.returncode == 0, res.stderr
+    np.save(tmp_path / "ids.npy", data["test"].x[:50])
+    exe = next((tmp_path / "h").rglob("ee_run"))
+    from eecompile.harness import find_litert_lib
+
+    out = subprocess.run([str(exe), str(b), str(tmp_path / "ids.npy"), "--litert", str(find_litert_lib()), "--json"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    c_exits = [s["exit_idx"] for s in json.loads(out.stdout)["samples"]]
+    assert c_exits == Runtime(b).run(data["test"].x[:50]).exit_idx.tolist()  # the calibrated rule, in both
+
+
+def test_the_android_app_refuses_a_text_bundle(text_bundle):
+    """The demo app draws image inputs: a token-id bundle is refused before anything is copied."""
+    from eecompile.android.contents import check_bundle
+    from eecompile.errors import BundleError
+
+    with pytest.raises(BundleError, match=r"takes token ids \(int64\); the demo app draws and shows image inputs"):
+        check_bundle(text_bundle)

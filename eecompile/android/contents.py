@@ -36,6 +36,10 @@ def check_bundle(bundle: Bundle) -> None:
     if not m.target.startswith("tflite-"):
         raise BundleError(f"{bundle.root} is a {m.target} bundle; the app runs TFLite bundles",
                           hint="export with --target tflite-int8 (or tflite-fp32)")
+    if m.input[0].source_dtype != "float32":
+        raise BundleError(f"{bundle.root} takes token ids ({m.input[0].dtype}); the demo app draws and shows image "
+                          "inputs", hint="run a text bundle with eecompile run --text, the Python runtime or the C "
+                                         "harness (ee_session_run_raw); text in the app is not built yet")
     v = m.validation or {}
     if not v:
         raise BundleError(f"{bundle.root} was never validated against its PyTorch reference",
