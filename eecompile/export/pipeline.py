@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from eecompile.bundle.text import check_tokenizer, copy_tokenizer
+from eecompile.core.text import check_tokenizer, copy_tokenizer
 from eecompile.bundle.io import Bundle, check_output_dir, commit_bundle, staging_dir, write_samples
 from eecompile.bundle.manifest import ExitSpec, GraphSpec, Manifest, PackedSpec, StageSpec, TensorSpec
 from eecompile.data.datasets import Dataset, check_inputs

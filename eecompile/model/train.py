@@ -25,10 +25,11 @@ def _batches(n: int, batch_size: int, rng: np.random.Generator):
 
 
 def _run_epochs(model: EarlyExitModel, data: Dataset, recipe: Recipe, params, loss_fn, label: str,
-                progress: Progress, seed: int, frozen: torch.nn.Module | None = None) -> None:
-    opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=1e-4)
+                progress: Progress, seed: int, frozen: torch.nn.Module | None = None, lr: float | None = None) -> None:
+    lr = recipe.lr if lr is None else lr
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
     n_steps = recipe.epochs * -(-len(data) // recipe.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=n_steps)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=n_steps)
     x_all = torch.from_numpy(data.x)
     y_all = torch.from_numpy(data.y)
     rng = np.random.default_rng(seed)
@@ -85,7 +86,7 @@ def train(model: EarlyExitModel, data: Dataset, recipe: Recipe, seed: int = 0, q
 
             heads = [p for h in model.heads[:-1] for p in h.parameters()]
             _run_epochs(model, data, recipe, heads, distill, f"train {model.name} exit heads", progress,
-                        seed + 1, frozen=model.segments)
+                        seed + 1, frozen=model.segments, lr=recipe.head_lr)
             for p in backbone:
                 p.requires_grad_(True)
         else:

@@ -36,6 +36,12 @@ class Recipe:
     batch_size: int = 128
     exit_weights: tuple[float, ...] = ()  # joint: one weight per exit; () means all 1.0
     distill_temperature: float = 3.0
+    head_lr: float | None = None  # two-stage: learning rate of the heads on the frozen backbone (None: lr)
+
+    def key(self) -> dict[str, Any]:
+        """The recipe as the weights key sees it (unset optional fields left out: adding a field
+        does not retrain every cached model)."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 @dataclass(frozen=True)
@@ -54,9 +60,11 @@ class ZooEntry:
     def make(self) -> "EarlyExitModel":
         """The architecture with fresh (untrained) weights."""
         from eecompile.data.datasets import FASHION_CLASSES
+        from eecompile.data.text import RT_CLASSES
 
         module, _, func = self.build.partition(":")
-        names = FASHION_CLASSES if self.dataset == "fashion-mnist" else [str(i) for i in range(10)]
+        names = {"fashion-mnist": FASHION_CLASSES, "rotten-tomatoes": RT_CLASSES}.get(self.dataset,
+                                                                                    [str(i) for i in range(10)])
         return getattr(importlib.import_module(module), func)(class_names=names, name=self.name, **self.kwargs)
 
 
@@ -80,6 +88,11 @@ ZOO: dict[str, ZooEntry] = {
                  Recipe(mode="two-stage", epochs=4),
                  dict(input_shape=(1, 28, 28), widths=(16, 32, 64)),
                  "residual CNN, 3 exits, 28x28 Fashion-MNIST, two-stage training with distillation"),
+        ZooEntry("minilm-rt", "eecompile.model.bert:minilm", "rotten-tomatoes",
+                 Recipe(mode="two-stage", epochs=1, lr=5e-5, batch_size=32, head_lr=1e-3),
+                 dict(length=48),
+                 "pretrained MiniLM-L6 (all-MiniLM-L6-v2), an exit after each of its 6 layers, Rotten Tomatoes "
+                 "sentiment; DeeBERT two-stage training (~10 min on 2 cores)"),
     ]
 }
 
@@ -98,7 +111,7 @@ def weights_key(entry: ZooEntry) -> str:
     except metadata.PackageNotFoundError:
         torch_version = "none"
     blob = json.dumps({"name": entry.name, "arch": entry.build, "arch_src": _module_source_sha256(entry.build_module),
-                       "kwargs": entry.kwargs, "dataset": entry.dataset, "recipe": asdict(entry.recipe),
+                       "kwargs": entry.kwargs, "dataset": entry.dataset, "recipe": entry.recipe.key(),
                        "torch": torch_version}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

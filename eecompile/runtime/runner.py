@@ -15,7 +15,7 @@ import numpy as np
 from eecompile.bundle.graphs import StageExecutor
 from eecompile.bundle.io import Bundle, load_bundle
 from eecompile.bundle.manifest import TensorSpec
-from eecompile.bundle.text import Encoded, TextEncoder
+from eecompile.core.text import Encoded, TextEncoder
 from eecompile.core.checks import check_batch
 from eecompile.core.policies import (ExitPolicy, PolicyState, check_policy_name, kept_of_exits, make_policy,
                                      policy_of_exits, softmax)
