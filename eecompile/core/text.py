@@ -14,10 +14,12 @@ import hashlib
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from eecompile.errors import BundleError, ExportError, InputError
+
+if TYPE_CHECKING:  # numpy is imported where text is encoded: the manifest (and eecompile info) stays light
+    import numpy as np
 
 TOKENIZER_NAME = "tokenizer.json"
 PAD_TOKENS = ("[PAD]", "<pad>", "<PAD>")
@@ -144,6 +146,8 @@ class TextEncoder:
                 raise InputError(f"text {i} is a {type(t).__name__}, not a string", hint="pass strings")
             if not t.strip():
                 raise InputError(f"text {i} is empty", hint="give at least one word per text")
+        import numpy as np
+
         s = self.spec
         ids = np.full((len(texts), s.max_length), s.pad_id, dtype=self.dtype)
         n_tokens = np.zeros(len(texts), np.int64)
