@@ -484,7 +484,9 @@ def bundle_cmd(bundle_dir, app_dir, create, n_samples, host_check, apk, litert) 
         if not hc.ok:
             from eecompile.errors import HarnessError
 
-            raise HarnessError("the JNI bridge disagrees with the Python runtime", hint="report it with the bundle")
+            raise HarnessError("host check failed: " + "; ".join(hc.problems()),
+                               hint="rebuild the app's library for this bundle (eecompile bundle ... --apk); if it "
+                                    "persists, report it with the bundle")
     if apk:
         from eecompile.android.apk import build_apk
 

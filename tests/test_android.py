@@ -695,3 +695,23 @@ def test_sources_refer_to_what_exists():
         assert "ANDROID.md" not in text, f"{f.relative_to(ROOT)} cites ANDROID.md, which is not in the repository"
         for opt in re.findall(r"-D(EE_\w+)=", text):
             assert re.search(rf"\b(if|option)\s*\(\s*(NOT\s+)?{opt}\b", cmake), f"{f.name}: -D{opt} is no option"
+
+
+def test_a_failed_host_check_names_what_failed():
+    """The CLI's message lists each failure (a stale library's hash, a missing error case, a
+    disagreement), not one catch-all."""
+    from eecompile.android.hostcheck import ERROR_CASES, HostCheck
+
+    ok_errors = {case: {"expected": True} for case in ERROR_CASES}
+    good = HostCheck(5, 5, 5, 5, [5, 0], 10.0, ok_errors, decision_hash="a", bundle_decision_hash="a")
+    assert good.ok and good.problems() == []
+    stale = HostCheck(5, 5, 5, 5, [5, 0], 10.0, ok_errors, decision_hash="old", bundle_decision_hash="new")
+    assert not stale.ok and stale.problems() == [
+        "the library's decision hash old is not the bundle's new (rebuild the app's library for this bundle)"]
+    errs = dict(ok_errors)
+    errs[ERROR_CASES[0]] = {"expected": False}
+    bad = HostCheck(5, 4, 5, 5, [5, 0], 10.0, errs, decision_hash="a", bundle_decision_hash="a",
+                    jni_warnings=["WARNING in native method"])
+    assert bad.problems() == [
+        "the JNI bridge disagrees with the Python runtime (class 4, exit 5, logits 5 of 5 equal)",
+        f"error case(s) {ERROR_CASES[0]} not thrown as expected", "-Xcheck:jni warned: WARNING in native method"]

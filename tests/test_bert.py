@@ -87,3 +87,55 @@ def test_tiny_bert_with_minilm_tokenizer_exports_and_takes_text(rt_data, target,
     np.testing.assert_array_equal(res.class_idx, ref)
     early = rt.run(rt_data["val"].x, policy="patience", thresholds=2)
     assert early.exit_idx.max() <= 2 and (early.exit_idx >= 1).all()  # PABEE: 2 agreeing exits, at exit 1 soonest
+
+
+def test_tiny_bert_fp32_in_the_c_harness_matches_python(tmp_path):
+    """The float path of the C harness on BERT stages (embedding constants, exact GELU as
+    builtin ops, the mask passed through every stage as one tensor): every exit's fp32 logits
+    match the Python runtime's, and entropy (DeeBERT) and patience (PABEE) take the same exits."""
+    import json
+    import subprocess
+
+    from conftest import require_tools
+    from test_harness import built
+    from test_token_ids import token_task
+
+    from eecompile.export import ExportOptions, export
+    from eecompile.harness import find_litert_lib
+    from eecompile.model.bert import tiny_bert
+    from eecompile.model.train import exit_accuracies, train
+    from eecompile.model.zoo import Recipe
+
+    require_tools("cmake", "cc")
+    model = tiny_bert(["negative", "positive"], vocab_size=32, length=12)
+    data = {"train": token_task(2000, 11), "val": token_task(300, 12), "test": token_task(300, 13)}
+    train(model, data["train"], Recipe(mode="joint", epochs=8, lr=3e-3, batch_size=64), quiet=True)
+    assert exit_accuracies(model, data["test"])[-1] > 0.85
+    bundle = export(model, "tflite-fp32", data["train"].take(64), tmp_path / "fp32", val_data=data["val"],
+                    options=ExportOptions(quiet=True))
+    exe = built(bundle, tmp_path).ee_run
+    lib = str(find_litert_lib())
+    x = data["test"].x
+    np.save(tmp_path / "ids.npy", x)
+    rt = Runtime(bundle)
+
+    def ee_run(*args: str) -> dict:
+        proc = subprocess.run([str(exe), str(bundle.root), str(tmp_path / "ids.npy"), "--litert", lib, "--json", *args],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    ee_run("--all-exits", "--dump-logits", str(tmp_path / "logits.bin"))
+    c_logits = np.fromfile(tmp_path / "logits.bin", dtype=np.float32).reshape(len(x), model.n_stages, 2)
+    ref = rt.run(x, no_early_exit=True, keep_logits=True)
+    for k in range(model.n_stages):
+        np.testing.assert_allclose(c_logits[:, k], ref.exit_logits[k], rtol=1e-5, atol=1e-5)
+    shares = []
+    for policy, t in (("entropy", "0.5"), ("entropy", "0.2"), ("patience", "1"), ("patience", "2")):
+        out = ee_run("--policy", policy, "--thresholds", t)
+        c_exits = np.array([s["exit_idx"] for s in out["samples"]])
+        py = rt.run(x, policy=policy, thresholds=float(t))
+        np.testing.assert_array_equal(c_exits, py.exit_idx, err_msg=f"{policy} {t}")
+        np.testing.assert_array_equal([s["class_idx"] for s in out["samples"]], py.class_idx)
+        shares.append(np.bincount(c_exits, minlength=model.n_stages).tolist())
+    assert any(s[0] > 0 and sum(s[1:]) > 0 for s in shares), shares

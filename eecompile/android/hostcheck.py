@@ -50,10 +50,25 @@ class HostCheck:
     def ok(self) -> bool:
         """Every sample equal, every error case of ERROR_CASES thrown as expected, the library
         built for the bundle's decision rule, and no complaint of -Xcheck:jni."""
-        return (self.n > 0 and self.class_equal == self.exit_equal == self.logits_equal == self.n
-                and all(self.errors.get(case, {}).get("expected") is True for case in ERROR_CASES)
-                and bool(self.decision_hash) and self.decision_hash == self.bundle_decision_hash
-                and not self.jni_warnings)
+        return not self.problems()
+
+    def problems(self) -> list[str]:
+        """What failed, one phrase each (empty when ``ok``)."""
+        out = []
+        if self.n == 0:
+            out.append("no sample was run")
+        elif not self.class_equal == self.exit_equal == self.logits_equal == self.n:
+            out.append(f"the JNI bridge disagrees with the Python runtime (class {self.class_equal}, exit "
+                       f"{self.exit_equal}, logits {self.logits_equal} of {self.n} equal)")
+        bad = [case for case in ERROR_CASES if self.errors.get(case, {}).get("expected") is not True]
+        if bad:
+            out.append(f"error case(s) {', '.join(bad)} not thrown as expected")
+        if not self.decision_hash or self.decision_hash != self.bundle_decision_hash:
+            out.append(f"the library's decision hash {self.decision_hash or '(none)'} is not the bundle's "
+                       f"{self.bundle_decision_hash} (rebuild the app's library for this bundle)")
+        if self.jni_warnings:
+            out.append(f"-Xcheck:jni warned: {self.jni_warnings[0][:200]}")
+        return out
 
 
 def _run(cmd: list[str], what: str, env: dict | None = None) -> str:
