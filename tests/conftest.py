@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -99,13 +100,17 @@ def requant_bundle(digits_data, tmp_path_factory):
 
     model = load_zoo("resnet-digits", quiet=True)
     train = digits_data["train"]
-    # Whether a grid moves by half a level depends on the calibration set (the consumer sees the
-    # producer's int8 outputs; where their maximum hits the top level, both grids coincide, as
-    # one run in a few measured): the first of a few calibration sets whose boundaries need it.
-    for i, n in enumerate((256, 224, 192)):
-        data = dict(digits_data, train=Dataset(train.x[:n], train.y[:n], train.class_names, f"{train.name}[:{n}]"))
+    # Whether a grid moves by half a level is a matter of chance: the consumer calibrates on the
+    # producer's int8 outputs, whose maximum usually saturates at the top level, and then both
+    # grids coincide (measured: no boundary needed it for some trainings of this model, with
+    # three calibration sets each). Try calibration sets of other sizes and samples; None when
+    # none of them gives a boundary that needs requantization.
+    rng = np.random.default_rng(0)
+    variants = [np.arange(n) for n in (256, 224, 192)] + [rng.permutation(len(train))[:n] for n in (160, 128, 96)]
+    for i, idx in enumerate(variants):
+        data = dict(digits_data, train=Dataset(train.x[idx], train.y[idx], train.class_names, f"{train.name}[v{i}]"))
         b = _export(model, "tflite-int8", data, tmp_path_factory.mktemp("rq") / f"requant{i}", split_heads=True,
                     range_anchors=False)
         if any(r["requantize"] for r in b.manifest.boundaries):
-            break
-    return b
+            return b
+    return None

@@ -108,6 +108,9 @@ def test_parity_split_heads_and_requant(requant_bundle, digits_data, lib, tmp_pa
     """A bundle whose boundaries really need requantization (residual CNN, split heads,
     calibrated without range anchors: the consumer's input grid differs from the producer's
     output grid by about one int8 level), so both runtimes must apply it, and alike."""
+    if requant_bundle is None:
+        pytest.skip("none of 6 calibration sets gave this training of resnet-digits a boundary that needs "
+                    "requantization (the grids coincided); the requantize arithmetic is not exercised in this run")
     rows = [r for r in requant_bundle.manifest.boundaries if r["requantize"]]
     assert rows and all(r["max_level_shift"] >= 0.5 for r in rows)
     inputs = [t for s in requant_bundle.manifest.stages for g in s.graphs for t in g.inputs if t.requant_from]
