@@ -15,7 +15,7 @@ import numpy as np
 
 from eecompile.bundle.graphs import StageExecutor, run_all_exits
 from eecompile.bundle.io import Bundle
-from eecompile.core.checks import check_model_input
+from eecompile.core.checks import check_batch
 from eecompile.errors import CalibrationError
 from eecompile.util import atomic_write_bytes, cache_dir
 
@@ -45,7 +45,9 @@ class ExitLogits:
 
 
 def check_labelled(bundle: Bundle, x: np.ndarray, y: np.ndarray | None, what: str) -> tuple[np.ndarray, np.ndarray]:
-    x = check_model_input(x, bundle.manifest.input[0], what, CalibrationError)
+    spec = bundle.manifest.input[0]
+    x = check_batch(x, tuple(spec.torch_shape[1:]), what, error=CalibrationError, dtype=spec.source_dtype,
+                    value_range=spec.value_range)
     if y is None:
         raise CalibrationError(f"{what} has no labels: calibration measures accuracy",
                                hint="give labelled data: NAME:SPLIT (e.g. fashion-mnist:val) or a .npz with x and y")

@@ -53,21 +53,14 @@ def check_batch(x: object, input_shape: tuple[int, ...], what: str, min_samples:
     return x
 
 
-def check_model_input(x: object, spec, what: str, error: type[EecompileError]) -> np.ndarray:
-    """``check_batch`` against a bundle's model input (a manifest TensorSpec): its PyTorch
-    shape, the dtype a caller hands in, and the valid ids of an integer input."""
-    return check_batch(x, tuple(spec.torch_shape[1:]), what, error=error, dtype=spec.source_dtype,
-                       value_range=spec.value_range)
-
-
 def _check_ids(x: np.ndarray, what: str, dtype: str, value_range, error: type[EecompileError]) -> np.ndarray:
     """Integer inputs (token ids): an integer array, every value in ``value_range``."""
     if not np.issubdtype(x.dtype, np.integer):
         raise error(f"{what}: dtype {x.dtype}, expected integers ({dtype}): this model takes token ids",
                     hint="tokenize the text with the model's tokenizer; pass the ids as an integer array, "
                          "e.g. np.asarray(ids, dtype=np.int64)")
-    info = np.iinfo(dtype)
-    lo, hi = (int(v) for v in value_range) if value_range is not None else (int(info.min), int(info.max))
+    lo, hi = (int(v) for v in value_range) if value_range is not None else (
+        (-(2**31), 2**31 - 1) if dtype == "int32" else (-(2**63), 2**63 - 1))
     if x.size:
         bad = (x < lo) | (x > hi)
         if bad.any():

@@ -16,7 +16,7 @@ from eecompile.bundle.graphs import StageExecutor
 from eecompile.bundle.io import Bundle, load_bundle
 from eecompile.bundle.manifest import TensorSpec
 from eecompile.core.text import Encoded, TextEncoder
-from eecompile.core.checks import check_model_input
+from eecompile.core.checks import check_batch
 from eecompile.core.policies import (ExitPolicy, PolicyState, check_policy_name, kept_of_exits, make_policy,
                                      policy_of_exits, softmax)
 from eecompile.core.quant import dequantize, to_graph_input
@@ -83,7 +83,9 @@ class Runtime:
         return self.run(enc.ids, **kwargs), enc
 
     def check_input(self, x: np.ndarray) -> np.ndarray:
-        return check_model_input(x, self.input_specs[0], "input", InputError)
+        spec = self.input_specs[0]
+        return check_batch(x, tuple(spec.torch_shape[1:]), "input", error=InputError, dtype=spec.source_dtype,
+                           value_range=spec.value_range)
 
     def run(self, x: np.ndarray, policy: ExitPolicy | str | None = None, thresholds: list[float] | float | None = None,
             max_exit: int | None = None, keep_logits: bool = False, no_early_exit: bool = False,

@@ -131,11 +131,13 @@ size_t ee_dtype_size(ee_dtype t) {
     return 0;
 }
 
+static size_t dtype_size(ee_dtype t) { return ee_dtype_size(t); }
+
 static ee_status check_tensor(ee_session *s, const ee_graph_desc *g, LiteRtTensor t, const ee_tensor_desc *td) {
     LiteRtRankedTensorType rtt;
     if (s->api.LiteRtGetRankedTensorType(t, &rtt) != kLiteRtStatusOk) return EE_ERR_MODEL;
     bool ok = rtt.element_type == (int)td->dtype && (int32_t)rtt.layout.rank == td->rank;
-    size_t n = ee_dtype_size(td->dtype);
+    size_t n = dtype_size(td->dtype);
     for (int32_t i = 0; ok && i < td->rank; i++) {
         ok = rtt.layout.dimensions[i] == td->dims[i];
         n *= (size_t)td->dims[i];
@@ -542,7 +544,7 @@ ee_status ee_session_create(const ee_bundle_desc *desc, const ee_session_params 
             goto fail;
         }
         const ee_tensor_desc *lt = &gr->d->outputs[gr->logits_out];
-        if (lt->n_bytes != (size_t)desc->n_classes * ee_dtype_size(lt->dtype)) {
+        if (lt->n_bytes != (size_t)desc->n_classes * dtype_size(lt->dtype)) {
             ee_log(&s->params, EE_LOG_ERROR, "exit %d: logits of %zu bytes for %d classes", (int)k, lt->n_bytes,
                    (int)desc->n_classes);
             es = EE_ERR_MODEL;
@@ -723,10 +725,10 @@ static ee_status begin_input(ee_session *s, const void *input, size_t n_elems_gi
     if (es != EE_OK) return es;
     ee_graph_rt *g0 = &s->graphs[0];
     *td = &g0->d->inputs[0];
-    size_t n_elems = (*td)->n_bytes / ee_dtype_size((*td)->dtype);
+    size_t n_elems = (*td)->n_bytes / dtype_size((*td)->dtype);
     if (n_elems_given != n_elems) {
         ee_log(&s->params, EE_LOG_ERROR, "input has %zu x %zu bytes, the bundle's input takes %zu x %zu",
-               n_elems_given, elem_bytes, n_elems, ee_dtype_size((*td)->dtype));
+               n_elems_given, elem_bytes, n_elems, dtype_size((*td)->dtype));
         return EE_ERR_INVALID_ARG;
     }
     LiteRtTensorBuffer buf = g0->in_bufs[g0->in_sig[0]];
@@ -760,7 +762,7 @@ ee_status ee_session_run_raw(ee_session *s, const void *input, size_t n_bytes, c
     const ee_tensor_desc *td = NULL;
     void *dst = NULL;
     size_t elem = 1;
-    if (s != NULL) elem = ee_dtype_size(s->graphs[0].d->inputs[0].dtype);
+    if (s != NULL) elem = dtype_size(s->graphs[0].d->inputs[0].dtype);
     if (n_bytes % elem != 0) return EE_ERR_INVALID_ARG;
     ee_status es = begin_input(s, input, n_bytes / elem, elem, opts, out, &o, &td, &dst);
     if (es != EE_OK) return es;
