@@ -15,7 +15,7 @@ import numpy as np
 
 from eecompile.bundle.graphs import StageExecutor, run_all_exits
 from eecompile.bundle.io import Bundle
-from eecompile.core.checks import check_batch
+from eecompile.core.inputs import InputSpec, Inputs, as_arrays, check_inputs, unwrap
 from eecompile.errors import CalibrationError
 from eecompile.util import atomic_write_bytes, cache_dir
 
@@ -44,16 +44,18 @@ class ExitLogits:
         return ExitLogits([lg[idx] for lg in self.logits], self.y[idx], self.from_cache)
 
 
-def check_labelled(bundle: Bundle, x: np.ndarray, y: np.ndarray | None, what: str) -> tuple[np.ndarray, np.ndarray]:
-    spec = bundle.manifest.input[0]
-    x = check_batch(x, tuple(spec.torch_shape[1:]), what, error=CalibrationError, dtype=spec.source_dtype,
-                    value_range=spec.value_range)
+def check_labelled(bundle: Bundle, x: Inputs, y: np.ndarray | None, what: str) -> tuple[Inputs, np.ndarray]:
+    """(x, y) checked against the bundle's inputs and classes; x keeps its form (one array, or a
+    tuple with one per model input)."""
+    xs = check_inputs(x, [InputSpec.of_tensor(t) for t in bundle.manifest.input], what, error=CalibrationError)
+    x = unwrap(xs)
+    n = len(xs[0])
     if y is None:
         raise CalibrationError(f"{what} has no labels: calibration measures accuracy",
                                hint="give labelled data: NAME:SPLIT (e.g. fashion-mnist:val) or a .npz with x and y")
     y = np.asarray(y)
-    if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer):
-        raise CalibrationError(f"{what}: {len(x)} inputs but labels of shape {y.shape} and dtype {y.dtype}",
+    if y.ndim != 1 or len(y) != n or not np.issubdtype(y.dtype, np.integer):
+        raise CalibrationError(f"{what}: {n} inputs but labels of shape {y.shape} and dtype {y.dtype}",
                                hint="give one integer class label per input")
     n_classes = bundle.manifest.exits[-1].n_classes
     if y.min() < 0 or y.max() >= n_classes:
@@ -67,7 +69,8 @@ def exit_logits(bundle: Bundle, x: np.ndarray, y: np.ndarray, backend: str | Non
     """Every exit's logits for (x, y), from the cache when the same bundle saw the same data."""
     h = hashlib.sha256()
     h.update(bundle.manifest.models_sha256.encode())
-    h.update(np.ascontiguousarray(x).tobytes())
+    for a in as_arrays(x):
+        h.update(np.ascontiguousarray(a).tobytes())
     h.update(np.ascontiguousarray(y).tobytes())
     path = cache_dir() / "logits" / f"{h.hexdigest()[:24]}.npz"
     if use_cache and path.is_file():

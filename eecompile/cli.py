@@ -354,11 +354,14 @@ def info(bundle_dir, as_json) -> None:
         click.echo(json.dumps(m.to_dict(), indent=2))
         return
     click.echo(f"{m.name}  target={m.target}  schema={m.schema_version}  created={m.created_utc}")
-    inp = m.input[0]
-    ids = f", ids {inp.value_range[0]}..{inp.value_range[1]}" if inp.value_range else ""
-    click.echo(f"  input: {inp.source_dtype} {tuple(inp.torch_shape[1:])}{ids}" + (
-        f"; text: {m.text.file} (vocabulary {m.text.vocab_size}, max length {m.text.max_length}, pad id "
-        f"{m.text.pad_id}, truncate {m.text.truncation})" if m.text else ""))
+    for i, inp in enumerate(m.input):
+        ids = f", values {inp.value_range[0]}..{inp.value_range[1]}" if inp.value_range else ""
+        role = f" ({m.text.inputs[i]})" if m.text and i < len(m.text.inputs) else ""
+        click.echo(f"  input{'' if len(m.input) == 1 else f' {i}'}{role}: {inp.source_dtype} "
+                   f"{tuple(inp.torch_shape[1:])}{ids}")
+    if m.text:
+        click.echo(f"  text: {m.text.file} (vocabulary {m.text.vocab_size}, max length {m.text.max_length}, pad id "
+                   f"{m.text.pad_id}, truncate {m.text.truncation})")
     for s, e in zip(m.stages, m.exits):
         files = ", ".join(f"{g.file} ({g.size_bytes} B)" for g in s.graphs)
         click.echo(f"  stage {s.stage_idx}: {s.macs / 1e6:.2f}M MACs, {s.n_params} params, {files}; "

@@ -268,7 +268,7 @@ def test_manifest_records_versions_and_sizes(int8_bundle):
     raw = json.loads((int8_bundle.root / "manifest.json").read_text())
     from eecompile.bundle.manifest import SCHEMA_VERSION
 
-    assert raw["schema_version"] == SCHEMA_VERSION == 5 and raw["tool_versions"]["torch"].startswith("2.13.0")
+    assert raw["schema_version"] == SCHEMA_VERSION == 6 and raw["tool_versions"]["torch"].startswith("2.13.0")
     for s in raw["stages"]:
         for g in s["graphs"]:
             assert g["size_bytes"] == (int8_bundle.root / g["file"]).stat().st_size

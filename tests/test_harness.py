@@ -37,12 +37,16 @@ def lib():
     return str(find_litert_lib())
 
 
-def run_c(exe: Path, bundle, x_q: np.ndarray, lib: str, tmp: Path, *args: str, env=None, wrap=None):
-    """Run ee_run (``wrap(exe, args)`` builds the command line, e.g. under qemu)."""
-    inp = tmp / "in.bin"
-    x_q.tofile(inp)
+def run_c(exe: Path, bundle, x_q, lib: str, tmp: Path, *args: str, env=None, wrap=None):
+    """Run ee_run (``wrap(exe, args)`` builds the command line, e.g. under qemu). ``x_q``: the
+    model's input as raw graph input, or a list with one per model input (one file each)."""
+    xs = list(x_q) if isinstance(x_q, (list, tuple)) else [x_q]
+    files = [tmp / f"in{i}.bin" for i in range(len(xs))]
+    for a, f in zip(xs, files):
+        a.tofile(f)
+    x_q = xs[0]
     dump = tmp / "logits.bin"
-    argv = [str(bundle.root), str(inp), "--litert", lib, "--json", "--dump-logits", str(dump), *args]
+    argv = [str(bundle.root), ",".join(map(str, files)), "--litert", lib, "--json", "--dump-logits", str(dump), *args]
     cmd = wrap(exe, argv) if wrap else [str(exe), *argv]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -52,9 +56,12 @@ def run_c(exe: Path, bundle, x_q: np.ndarray, lib: str, tmp: Path, *args: str, e
     return out, logits, proc.stderr
 
 
-def check_parity(bundle, exe: Path, x: np.ndarray, lib: str, tmp: Path, wrap=None) -> dict:
+def check_parity(bundle, exe: Path, x, lib: str, tmp: Path, wrap=None) -> dict:
+    """C and Python runtimes on ``x`` (one array, or a tuple with one per model input): every
+    exit's int8 logits bit for bit, and every policy's exits and classes."""
     rt = Runtime(bundle)
-    x_q = to_graph_input(x, bundle.manifest.input[0])
+    xs = x if isinstance(x, tuple) else (x,)
+    x_q = [to_graph_input(a, spec) for a, spec in zip(xs, bundle.manifest.input, strict=True)]
     ref_all = rt.run(x, no_early_exit=True, keep_logits=True)
     out, logits, _ = run_c(exe, bundle, x_q, lib, tmp, "--all-exits", wrap=wrap)
     for k in range(bundle.manifest.n_exits):  # every exit's int8 logits, bit for bit

@@ -203,7 +203,7 @@ def test_c_harness_takes_int64_ids_bit_exact_and_checks_them(trained, tmp_path):
     bad = data["test"].x[:4].copy()
     bad[1, 3] = 1000
     oov = ee_run(bad, "oov.npy")
-    assert oov.returncode == 1 and "input id 1000 at position 3 is outside the vocabulary 0..31" in oov.stderr
+    assert oov.returncode == 1 and "input 0: id 1000 at position 3 is outside the vocabulary 0..31" in oov.stderr
     assert "sample 1: invalid argument" in oov.stderr
     f32 = ee_run(data["test"].x[:4], "raw.bin", "--f32")
     assert f32.returncode == 1 and "--f32 given, but this model takes token ids (int64)" in f32.stderr
@@ -321,7 +321,7 @@ def test_cli_run_text(text_bundle):
     res = runner.invoke(main, ["run", str(text_bundle.root)])
     assert res.exit_code == 2 and "give --input or --text" in res.output
     res = runner.invoke(main, ["info", str(text_bundle.root)])
-    assert "input: int64 (12,), ids 0..31; text: tokenizer.json (vocabulary 32, max length 12" in res.output
+    assert "input (ids): int64 (12,), values 0..31\n  text: tokenizer.json (vocabulary 32, max length 12" in res.output
 
 
 def test_profile_calibrate_and_harness_on_a_text_bundle(text_bundle, trained, tmp_path):

@@ -36,6 +36,10 @@ def check_bundle(bundle: Bundle) -> None:
     if not m.target.startswith("tflite-"):
         raise BundleError(f"{bundle.root} is a {m.target} bundle; the app runs TFLite bundles",
                           hint="export with --target tflite-int8 (or tflite-fp32)")
+    if len(m.input) != 1:
+        raise BundleError(f"{bundle.root} takes {len(m.input)} inputs; the demo app feeds one image input",
+                          hint="run it with the Python runtime or the C harness (ee_session_run_inputs); several "
+                               "inputs in the app are not built yet")
     if m.input[0].source_dtype != "float32":
         raise BundleError(f"{bundle.root} takes token ids ({m.input[0].dtype}); the demo app draws and shows image "
                           "inputs", hint="run a text bundle with eecompile run --text, the Python runtime or the C "

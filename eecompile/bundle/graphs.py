@@ -222,10 +222,13 @@ class StageExecutor:
         return (new_state, logits), t_total
 
 
-def run_all_exits(executor: StageExecutor, x: np.ndarray) -> list[np.ndarray]:
-    """Every exit's dequantized logits for a batch ``x`` in the model's (PyTorch) layout:
-    every sample runs through every stage (no early exit). For validation and calibration."""
-    state = [to_graph_input(x, spec) for spec in executor.manifest.input]
+def run_all_exits(executor: StageExecutor, x) -> list[np.ndarray]:
+    """Every exit's dequantized logits for a batch ``x`` in the model's (PyTorch) layout (one
+    array, or a tuple with one per model input): every sample runs through every stage (no
+    early exit). For validation and calibration."""
+    from eecompile.core.inputs import as_arrays
+
+    state = [to_graph_input(a, spec) for a, spec in zip(as_arrays(x), executor.manifest.input, strict=True)]
     out = []
     for k in range(len(executor.manifest.stages)):
         state, logits, _ = executor.run_stage(k, state)

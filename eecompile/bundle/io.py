@@ -33,15 +33,22 @@ class Bundle:
         write_manifest(self.root, self.manifest)
 
     def load_samples(self):
-        """The held-out samples shipped in the bundle: (x in PyTorch layout, y or None)."""
+        """The held-out samples shipped in the bundle: (x in PyTorch layout, y or None); x is a
+        tuple of arrays for a model with several inputs (core/inputs.py)."""
         import numpy as np
+
+        from eecompile.core.inputs import npz_inputs
 
         spec = self.manifest.samples
         if spec is None:
             raise BundleError(f"{self.root} ships no samples (exported before schema 3)",
                               hint="pass your own inputs, or re-export the bundle")
         with np.load(self.root / spec.file, allow_pickle=False) as z:
-            return z["x"], (z["y"] if "y" in z.files else None)
+            x = npz_inputs(z.files, z.__getitem__)
+            if x is None:
+                raise BundleError(f"{self.root / spec.file} holds no inputs (keys {z.files})",
+                                  hint="re-export the bundle (its samples file is damaged)")
+            return x, (z["y"] if "y" in z.files else None)
 
 
 DECISION_HASH_NAME = "decision.hash"
@@ -55,20 +62,25 @@ def write_manifest(root: Path, manifest: Manifest) -> None:
 
 
 def write_samples(staging: Path, x, y, source: str, n: int = 64) -> "SamplesSpec":
-    """Write ``samples.npz`` (the first ``n`` of x, y) into a staging bundle; returns its spec."""
+    """Write ``samples.npz`` (the first ``n`` of x, y) into a staging bundle; returns its spec.
+    ``x``: one array, or a tuple with one array per model input (stored as x0, x1, ...)."""
     import io
 
     import numpy as np
 
+    from eecompile.core.inputs import as_arrays, npz_arrays, take, unwrap
+
     buf = io.BytesIO()
-    arrays = {"x": np.ascontiguousarray(x[:n], dtype=np.float32 if x.dtype.kind == "f" else x.dtype)}
+    xs = tuple(np.ascontiguousarray(a, dtype=np.float32 if a.dtype.kind == "f" else a.dtype)
+               for a in as_arrays(take(x, slice(0, n))))
+    arrays = npz_arrays(unwrap(xs))
     if y is not None:
         arrays["y"] = np.asarray(y[:n], dtype=np.int64)
     np.savez(buf, **arrays)
     atomic_write_bytes(staging / SAMPLES_NAME, buf.getvalue())
     path = staging / SAMPLES_NAME
     return SamplesSpec(file=SAMPLES_NAME, sha256=sha256_file(path), size_bytes=path.stat().st_size,
-                       n=int(arrays["x"].shape[0]), labelled=y is not None, source=source)
+                       n=int(xs[0].shape[0]), labelled=y is not None, source=source)
 
 
 def check_output_dir(out_dir: str | os.PathLike, force: bool) -> Path:

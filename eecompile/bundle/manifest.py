@@ -25,8 +25,11 @@ from eecompile.errors import BundleError
 # 5: integer model inputs (token ids: dtype int32/int64, never quantized) with ``value_range``;
 #    ``passthrough_of`` on outputs that are a graph input passed on unchanged; optional ``text``
 #    (the tokenizer.json the ids come from, and the truncation/padding rule)
-SCHEMA_VERSION = 5
-READABLE_SCHEMAS = (1, 2, 3, 4, 5)
+# 6: several model inputs (``input`` lists them in order: e.g. ids and attention mask, each with
+#    its own ``value_range``); ``samples.npz`` stores them as x0, x1, ...; ``text.inputs`` says
+#    what each input is ("ids", "attention_mask", "token_type_ids")
+SCHEMA_VERSION = 6
+READABLE_SCHEMAS = (1, 2, 3, 4, 5, 6)
 MANIFEST_NAME = "manifest.json"
 GRAPH_KINDS = ("fused", "segment", "head")
 TENSOR_ROLES = ("input", "state", "logits")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eecompile.core.checks import check_batch
+from eecompile.core.inputs import Inputs, n_samples, npz_inputs, take
 from eecompile.errors import DataError, InternalError
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -29,21 +29,22 @@ _SEED = 20261123
 
 @dataclass
 class Dataset:
-    """Inputs (float32, NCHW) and optional int64 labels."""
+    """Inputs (float32 NCHW images, or token ids; a tuple of arrays for a model with several
+    inputs, see core/inputs.py) and optional int64 labels."""
 
-    x: np.ndarray
+    x: Inputs
     y: np.ndarray | None
     class_names: list[str]
     name: str
 
     def __len__(self) -> int:
-        return int(self.x.shape[0])
+        return n_samples(self.x)
 
     def take(self, n: int | None) -> "Dataset":
         if n is None or n >= len(self):
             return self
         y = None if self.y is None else self.y[:n]
-        return Dataset(self.x[:n], y, self.class_names, f"{self.name}[:{n}]")
+        return Dataset(take(self.x, slice(0, n)), y, self.class_names, f"{self.name}[:{n}]")
 
 
 def _read_idx(path: Path, header_bytes: int) -> np.ndarray:
@@ -166,12 +167,14 @@ def _load_file(path: Path) -> Dataset:
     if isinstance(obj, np.ndarray):
         return Dataset(obj, None, [], str(path))
     with obj:
-        if "x" not in obj.files:
-            raise DataError(f"{path} has keys {obj.files}, no 'x'", hint="np.savez(path, x=inputs, y=labels)")
-        x = obj["x"]
+        x = npz_inputs(obj.files, obj.__getitem__)
+        if x is None:
+            raise DataError(f"{path} has keys {obj.files}, no 'x' (nor x0, x1, ...)",
+                            hint="np.savez(path, x=inputs, y=labels); a model with several inputs: x0=ids, x1=mask, ...")
         y = obj["y"].astype(np.int64) if "y" in obj.files else None
-    if y is not None and len(y) != len(x):
-        raise DataError(f"{path}: {len(x)} inputs but {len(y)} labels", hint="give one label per input")
+    counts = {int(np.shape(a)[0]) if np.ndim(a) else 0 for a in (x if isinstance(x, tuple) else (x,))}
+    if y is not None and counts != {len(y)}:
+        raise DataError(f"{path}: {sorted(counts)} inputs but {len(y)} labels", hint="give one label per input")
     return Dataset(x, y, [], str(path))
 
 
@@ -185,10 +188,3 @@ def load_data(spec: str | DataSpec, default_split: str = "train",
     if spec.name is None:
         raise InternalError("a data spec without a path has no dataset name")
     return DATASETS[spec.name](spec.split, data_dir).take(spec.n)
-
-
-def check_inputs(x: np.ndarray, input_shape: tuple[int, ...], what: str, min_samples: int = 1,
-                 dtype: str = "float32", value_range: tuple[int, int] | None = None) -> np.ndarray:
-    """Check a batch of model inputs: shape ``(N, *input_shape)``, enough samples; float32 and
-    finite, or integer ids in ``value_range`` (see core.checks.check_batch)."""
-    return check_batch(x, input_shape, what, min_samples, dtype=dtype, value_range=value_range)

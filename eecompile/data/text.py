@@ -66,11 +66,12 @@ def rotten_tomatoes_split(split: str) -> tuple[list[str], np.ndarray]:
 
 def minilm_encoder(max_length: int = RT_MAX_LENGTH):
     """The bundle text encoder over MiniLM's tokenizer.json at ``max_length``."""
+    from eecompile.core.inputs import InputSpec
     from eecompile.core.text import TextEncoder, check_tokenizer
 
     path = minilm_dir() / "tokenizer.json"
-    spec = check_tokenizer(path, (max_length,), "int64", None)
-    return TextEncoder(spec, path, "int64")
+    spec = check_tokenizer(path, [InputSpec((max_length,), "int64")])
+    return TextEncoder(spec, path, ["int64"])
 
 
 def load_rotten_tomatoes(split: str, data_dir: str | os.PathLike | None = None):

@@ -94,10 +94,13 @@ def _random_input(detail: dict, rng: np.random.Generator, id_range: tuple[int, i
 
 
 def check_packed(packed: Path, files: list[Path], keys: list[str], n_samples: int = 4, seed: int = 0,
-                 id_range: tuple[int, int] | None = None) -> None:
+                 id_ranges: dict[str, tuple[int, int] | None] | None = None) -> None:
     """Every signature of ``packed`` must give bit-identical outputs to its stage file, on
     random inputs of the input dtypes (the same ops on the same weights compute the same);
-    integer ids (int32/int64 model inputs) are drawn from ``id_range``, the vocabulary."""
+    integer model inputs (ids, masks) are drawn from ``id_ranges[signature input name]``
+    (the vocabulary), other integer inputs from the first one's."""
+    ranges = id_ranges or {}
+    fallback = next(iter(ranges.values()), None)
     from ai_edge_litert.interpreter import Interpreter
 
     rng = np.random.default_rng(seed)
@@ -109,7 +112,7 @@ def check_packed(packed: Path, files: list[Path], keys: list[str], n_samples: in
         single = Interpreter(model_path=str(path)).get_signature_runner()
         runner = whole.get_signature_runner(key)
         for _ in range(n_samples):
-            feed = {name: _random_input(d, rng, id_range) for name, d in runner.get_input_details().items()}
+            feed = {name: _random_input(d, rng, ranges.get(name, fallback)) for name, d in runner.get_input_details().items()}
             want, got = single(**feed), runner(**feed)
             for name in want:
                 if not np.array_equal(want[name], got[name]):

@@ -23,7 +23,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from eecompile.core.text import check_tokenizer, copy_tokenizer
 from eecompile.bundle.io import Bundle, check_output_dir, commit_bundle, staging_dir, write_samples
 from eecompile.bundle.manifest import ExitSpec, GraphSpec, Manifest, PackedSpec, StageSpec, TensorSpec
-from eecompile.data.datasets import Dataset, check_inputs
+from eecompile.core.inputs import check_inputs, take, unwrap
+from eecompile.data.datasets import Dataset
 from eecompile.errors import DataError, ExportError, InternalError
 from eecompile.export.interrupts import checkpoint, interrupt_guard, no_interrupts
 from eecompile.export.onnx import export_onnx
@@ -145,9 +146,10 @@ class _StageExporter:
             inputs, outputs, signature = g.inputs, g.outputs, g.signature
             self.float_checks.append({"graph": file, "rel_err": g.float_check_rel_err, "onnxsim": g.used_onnxsim,
                                       "avgpools_as_depthwise": g.avgpools_as_depthwise})
-        for t in inputs:
+        for i, t in enumerate(inputs):  # a stage-0 graph's inputs are the model's, in order
             if t.role == "input" and t.source_dtype != "float32":
-                t.value_range = None if self.model.input_range is None else list(self.model.input_range)
+                rng = self.model.input_ranges[i]
+                t.value_range = None if rng is None else list(rng)
         path = self.staging / file
         return GraphSpec(kind=kind, file=file, sha256=sha256_file(path), size_bytes=path.stat().st_size,
                          inputs=inputs, outputs=outputs, signature=signature)
@@ -190,24 +192,25 @@ def export(model: EarlyExitModel, target: str, calib: Dataset | np.ndarray, out_
     out = check_output_dir(out_dir, opts.force)
     calib_ds = calib if isinstance(calib, Dataset) else Dataset(calib, None, [], "array")
     min_n = MIN_CALIB_SAMPLES if TARGETS[target] == "int8" else 4
-    kind = {"dtype": model.input_dtype, "value_range": model.input_range}
-    x = check_inputs(calib_ds.x, model.input_shapes[0], "calibration data", min_samples=min_n, **kind)
+    x = check_inputs(calib_ds.x, model.input_specs, "calibration data", min_samples=min_n)
+    n_x = len(x[0])
     held_out_from_calib = False
     if val_data is None:
-        n_val = max(MIN_VALIDATION_SAMPLES, len(x) // 4)
-        if len(x) - n_val < min_n:
-            raise DataError(f"{len(x)} calibration samples cannot give {n_val} for validation and keep {min_n} "
+        n_val = max(MIN_VALIDATION_SAMPLES, n_x // 4)
+        if n_x - n_val < min_n:
+            raise DataError(f"{n_x} calibration samples cannot give {n_val} for validation and keep {min_n} "
                             "for calibration", hint=VAL_HINT)
-        val_data = Dataset(x[-n_val:], None if calib_ds.y is None else calib_ds.y[-n_val:], [], "calib hold-out")
-        x = x[:-n_val]
+        val_data = Dataset(unwrap(take(x, slice(-n_val, None))), None if calib_ds.y is None else calib_ds.y[-n_val:],
+                           [], "calib hold-out")
+        x = take(x, slice(0, -n_val))
+        n_x -= n_val
         held_out_from_calib = True
-    val_x = check_inputs(val_data.x, model.input_shapes[0], "validation data", **kind)  # before converting anything
-    if len(val_x) < MIN_VALIDATION_SAMPLES:
-        raise DataError(f"validation data has {len(val_x)} samples; the checks need at least {MIN_VALIDATION_SAMPLES}",
-                        hint=VAL_HINT)
+    val_x = check_inputs(val_data.x, model.input_specs, "validation data")  # before converting anything
+    if len(val_x[0]) < MIN_VALIDATION_SAMPLES:
+        raise DataError(f"validation data has {len(val_x[0])} samples; the checks need at least "
+                        f"{MIN_VALIDATION_SAMPLES}", hint=VAL_HINT)
     policy = make_policy(opts.policy, opts.threshold, model.n_stages)  # checks name and range before any work
-    text = None if opts.tokenizer is None else check_tokenizer(opts.tokenizer, model.input_shapes[0],
-                                                               model.input_dtype, model.input_range)
+    text = None if opts.tokenizer is None else check_tokenizer(opts.tokenizer, model.input_specs)
     model.eval()
 
     staging = staging_dir(out)
@@ -225,7 +228,7 @@ def export(model: EarlyExitModel, target: str, calib: Dataset | np.ndarray, out_
                 input=[t for t in first.inputs], stages=stages, exits=exits, tool_versions=versions,
                 created_utc=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 eecompile_version=versions["eecompile"],
-                calibration={"data": calib_ds.name, "n_samples": int(len(x)), "propagated": "exported stages"
+                calibration={"data": calib_ds.name, "n_samples": n_x, "propagated": "exported stages"
                              if TARGETS[target] == "int8" else "not used", "float_checks": exporter.float_checks},
                 boundaries=boundaries)
             if text is not None:
@@ -255,15 +258,16 @@ def _pack(staging: Path, manifest: Manifest) -> PackedSpec:
     keys = [Path(g.file).stem for g in manifest.all_graphs]
     out = staging / PACKED_FILE
     pack_tflite(files, keys, out)
-    check_packed(out, files, keys, id_range=manifest.input[0].value_range)
+    check_packed(out, files, keys, id_ranges={t.signature_name or t.name: None if t.value_range is None else
+                                              tuple(t.value_range) for t in manifest.input})
     return PackedSpec(file=PACKED_FILE, sha256=sha256_file(out), size_bytes=out.stat().st_size, signature_keys=keys)
 
 
-def _export_stages(model: EarlyExitModel, exporter: _StageExporter, x: np.ndarray,
+def _export_stages(model: EarlyExitModel, exporter: _StageExporter, x: tuple[np.ndarray, ...],
                    opts: ExportOptions) -> tuple[list[StageSpec], list[dict]]:
     int8 = exporter.precision == "int8"
-    ref_state = [x]  # float PyTorch states (torch layout): for float checks and MAC counts
-    calib_state = [x]  # states the stage really receives (int8: from the converted stages)
+    ref_state = list(x)  # float PyTorch states (torch layout): for float checks and MAC counts
+    calib_state = list(x)  # states the stage really receives (int8: from the converted stages)
     stages: list[StageSpec] = []
     boundaries: list[dict] = []
     prev_producer: GraphSpec | None = None

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from eecompile.bundle.io import Bundle
-from eecompile.data.datasets import Dataset, check_inputs
+from eecompile.core.inputs import InputSpec, Inputs, as_arrays, check_inputs
+from eecompile.data.datasets import Dataset
 from eecompile.errors import CheckFailure, DataError, ModelLoadError, ToleranceError
 from eecompile.model.contract import EarlyExitModel
 from eecompile.bundle.graphs import StageExecutor, run_all_exits
@@ -80,11 +81,13 @@ def snr_db(ref: np.ndarray, got: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def torch_exit_logits(model: EarlyExitModel, x: np.ndarray, batch_size: int = 256) -> list[np.ndarray]:
+def torch_exit_logits(model: EarlyExitModel, x: Inputs, batch_size: int = 256) -> list[np.ndarray]:
+    """Every exit's PyTorch logits for a batch (one array, or one per model input)."""
     model.eval()
+    xs = as_arrays(x)
     outs: list[list[np.ndarray]] = [[] for _ in range(model.n_stages)]
-    for i in range(0, len(x), batch_size):
-        for k, o in enumerate(model(torch.from_numpy(x[i : i + batch_size]))):
+    for i in range(0, len(xs[0]), batch_size):
+        for k, o in enumerate(model(*(torch.from_numpy(a[i : i + batch_size]) for a in xs))):
             outs[k].append(o.numpy())
     return [np.concatenate(o) for o in outs]
 
@@ -97,10 +100,10 @@ def check_model_matches(bundle: Bundle, model: EarlyExitModel) -> None:
     classes, input and state shapes), before anything is trained or run."""
     m = bundle.manifest
     want = {"exits": m.n_exits, "classes": m.exits[-1].n_classes,
-            "input": (tuple(m.input[0].torch_shape[1:]), m.input[0].source_dtype),
+            "inputs": [InputSpec.of_tensor(t).describe() for t in m.input],
             "states": [[tuple(t.torch_shape[1:]) for t in s.graphs[0].outputs if t.role == "state"]
                        for s in m.stages[:-1]]}
-    have = {"exits": model.n_stages, "classes": model.n_classes, "input": (tuple(model.input_shapes[0]), model.input_dtype),
+    have = {"exits": model.n_stages, "classes": model.n_classes, "inputs": [s.describe() for s in model.input_specs],
             "states": [[tuple(s) for s in shapes] for shapes in model.state_shapes[:-1]]}
     diff = [f"{k}: bundle {want[k]}, model {have[k]}" for k in want if want[k] != have[k]]
     if diff:
@@ -116,20 +119,20 @@ def validate_bundle(bundle: Bundle, model: EarlyExitModel, data: Dataset, tolera
     m = bundle.manifest
     check_model_matches(bundle, model)
     tol = tolerances or Tolerances.for_target(m.target)
-    x = check_inputs(data.x, model.input_shapes[0], "validation data", dtype=model.input_dtype,
-                     value_range=model.input_range)
-    if len(x) < MIN_VALIDATION_SAMPLES:
-        raise DataError(f"validation data has {len(x)} samples; the checks need at least {MIN_VALIDATION_SAMPLES} "
+    x = check_inputs(data.x, model.input_specs, "validation data")
+    n = len(x[0])
+    if n < MIN_VALIDATION_SAMPLES:
+        raise DataError(f"validation data has {n} samples; the checks need at least {MIN_VALIDATION_SAMPLES} "
                         "(below that one sample moves an accuracy check by more than a point)", hint=data_hint)
-    if data.y is not None and len(data.y) != len(x):
-        raise DataError(f"validation data has {len(x)} inputs but {len(data.y)} labels", hint="give one label per input")
+    if data.y is not None and len(data.y) != n:
+        raise DataError(f"validation data has {n} inputs but {len(data.y)} labels", hint="give one label per input")
     got = run_all_exits(StageExecutor(bundle, backend), x)
     ref = torch_exit_logits(model, x)
     policy = policy_of_exits(m.exits)
     kept = kept_of_exits(m.exits)
     exit_ref, _, fires_ref = simulate(policy, ref, kept=kept)
     exit_got, _, fires_got = simulate(policy, got, kept=kept)
-    report = ValidationReport(target=m.target, n_samples=len(x), policy=policy.name, thresholds=policy.thresholds,
+    report = ValidationReport(target=m.target, n_samples=n, policy=policy.name, thresholds=policy.thresholds,
                               exits=[], exit_index_agreement=float(np.mean(exit_ref == exit_got)), tolerances=tol)
     for k in range(m.n_exits):
         p_ref, p_got = ref[k].argmax(1), got[k].argmax(1)

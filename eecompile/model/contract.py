@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from eecompile.core.inputs import InputSpec
 from eecompile.errors import ContractError
 
 State = tuple[torch.Tensor, ...]
@@ -49,9 +50,9 @@ class EarlyExitModel(nn.Module):
         heads: Sequence[nn.Module],
         input_shape: Shape | Sequence[Shape],
         class_names: Sequence[str] | None = None,
-        input_dtype: str = "float32",
+        input_dtype: str | Sequence[str] = "float32",
         name: str = "model",
-        input_range: tuple[int, int] | None = None,
+        input_range: tuple[int, int] | Sequence[tuple[int, int] | None] | None = None,
     ) -> None:
         super().__init__()
         if len(segments) == 0:
@@ -67,15 +68,27 @@ class EarlyExitModel(nn.Module):
                 idx = k if k < len(segments) else k - len(segments)
                 raise ContractError(f"{kind} is a {type(module).__name__}, not an nn.Module",
                                     hint="wrap plain functions in an nn.Module", stage_idx=idx)
-        if input_dtype not in _INPUT_DTYPES:
-            raise ContractError(f"input_dtype {input_dtype!r} is not supported",
-                                hint=f"use one of {sorted(_INPUT_DTYPES)}")
         self.segments = nn.ModuleList(segments)
         self.heads = nn.ModuleList(heads)
         shapes = [input_shape] if isinstance(input_shape[0], int) else list(input_shape)
         self.input_shapes: list[Shape] = [tuple(int(d) for d in s) for s in shapes]  # type: ignore[union-attr]
-        self.input_dtype = input_dtype
-        self.input_range = self._id_range(input_range)
+        n_in = len(self.input_shapes)
+        dtypes = [input_dtype] * n_in if isinstance(input_dtype, str) else list(input_dtype)
+        if len(dtypes) != n_in:
+            raise ContractError(f"{len(dtypes)} input dtypes for {n_in} inputs",
+                                hint="give one input_dtype per input_shape (or one for all)")
+        for dt in dtypes:
+            if dt not in _INPUT_DTYPES:
+                raise ContractError(f"input_dtype {dt!r} is not supported", hint=f"use one of {sorted(_INPUT_DTYPES)}")
+        self.input_dtypes: list[str] = dtypes
+        ranges = ([input_range] + [None] * (n_in - 1) if input_range is None or isinstance(input_range[0], int)
+                  else list(input_range))
+        if len(ranges) != n_in:
+            raise ContractError(f"{len(ranges)} input ranges for {n_in} inputs",
+                                hint="give one input_range per input (None where the default applies)")
+        self.input_ranges = [self._id_range(i, r) for i, r in enumerate(ranges)]  # type: ignore[arg-type]
+        self.input_dtype = dtypes[0]  # the first input's (token ids in a transformer)
+        self.input_range = self.input_ranges[0]
         self.name = name
         self.state_shapes: list[list[Shape]] = []
         self.n_classes = 0
@@ -89,12 +102,13 @@ class EarlyExitModel(nn.Module):
             )
         self.class_names = [str(c) for c in class_names]
 
-    def _id_range(self, given: tuple[int, int] | None) -> tuple[int, int] | None:
-        """Integer inputs (token ids): the valid ids, inclusive. Given, or the vocabulary of the
-        first nn.Embedding in segment 0 (0..num_embeddings-1); float inputs have none."""
-        if self.input_dtype == "float32":
+    def _id_range(self, i: int, given: tuple[int, int] | None) -> tuple[int, int] | None:
+        """Integer input i (token ids, a mask): its valid values, inclusive. Given, or for the
+        first input the vocabulary of the first nn.Embedding in segment 0 (0..num_embeddings-1);
+        float inputs have none."""
+        if self.input_dtypes[i] == "float32":
             if given is not None:
-                raise ContractError("input_range is given for a float32 input",
+                raise ContractError(f"input_range is given for float32 input {i}",
                                     hint="input_range bounds integer inputs (token ids): set input_dtype='int64'")
             return None
         if given is not None:
@@ -102,19 +116,30 @@ class EarlyExitModel(nn.Module):
             if lo > hi:
                 raise ContractError(f"input_range {tuple(given)} is empty", hint="give (lowest id, highest id)")
             return lo, hi
+        if i > 0:
+            return None
         emb = next((m for m in self.segments[0].modules() if isinstance(m, nn.Embedding)), None)
         return None if emb is None else (0, int(emb.num_embeddings) - 1)
+
+    @property
+    def input_specs(self) -> list[InputSpec]:
+        """What the model takes, one entry per input (see core/inputs.py)."""
+        return [InputSpec(s, d, r) for s, d, r in zip(self.input_shapes, self.input_dtypes, self.input_ranges)]
 
     @property
     def n_stages(self) -> int:
         return len(self.segments)
 
     def example_input(self, batch: int = 2) -> State:
-        dtype = _INPUT_DTYPES[self.input_dtype]
-        if dtype.is_floating_point:
-            return tuple(torch.rand(batch, *s, dtype=dtype) for s in self.input_shapes)
-        lo = self.input_range[0] if self.input_range else 0
-        return tuple(torch.full((batch, *s), lo, dtype=dtype) for s in self.input_shapes)
+        out = []
+        for spec in self.input_specs:
+            dtype = _INPUT_DTYPES[spec.dtype]
+            if dtype.is_floating_point:
+                out.append(torch.rand(batch, *spec.shape, dtype=dtype))
+            else:  # the highest valid value: a mask of ones, a real (non-pad) id
+                hi = spec.value_range[1] if spec.value_range else 1
+                out.append(torch.full((batch, *spec.shape), hi, dtype=dtype))
+        return tuple(out)
 
     def _check_flow(self) -> None:
         """Run a dummy batch through every stage; name the first stage whose shapes do not flow."""

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from eecompile.core.inputs import as_arrays, check_inputs
 from eecompile.data.datasets import Dataset
 from eecompile.errors import DataError, TrainingError
 from eecompile.model.contract import EarlyExitModel
@@ -30,7 +31,7 @@ def _run_epochs(model: EarlyExitModel, data: Dataset, recipe: Recipe, params, lo
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
     n_steps = recipe.epochs * -(-len(data) // recipe.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=n_steps)
-    x_all = torch.from_numpy(data.x)
+    x_all = [torch.from_numpy(a) for a in as_arrays(data.x)]  # one tensor per model input
     y_all = torch.from_numpy(data.y)
     rng = np.random.default_rng(seed)
     task = progress.add_task(label, total=n_steps, loss="")
@@ -40,7 +41,7 @@ def _run_epochs(model: EarlyExitModel, data: Dataset, recipe: Recipe, params, lo
             frozen.eval()  # keep BatchNorm statistics of a frozen backbone
         for idx in _batches(len(data), recipe.batch_size, rng):
             t_idx = torch.from_numpy(idx)
-            loss = loss_fn(model(x_all[t_idx]), y_all[t_idx])
+            loss = loss_fn(model(*(a[t_idx] for a in x_all)), y_all[t_idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -54,6 +55,7 @@ def train(model: EarlyExitModel, data: Dataset, recipe: Recipe, seed: int = 0, q
         raise DataError(f"{data.name} has no labels; training needs them", hint="give a .npz with x and y, or NAME:train")
     if len(data) == 0:
         raise DataError(f"{data.name} is empty", hint="give at least one batch of labelled samples")
+    check_inputs(data.x, model.input_specs, f"training data {data.name}")
     torch.manual_seed(seed)
     n_exits = model.n_stages
     weights = recipe.exit_weights or (1.0,) * n_exits
@@ -100,7 +102,7 @@ def exit_accuracies(model: EarlyExitModel, data: Dataset, batch_size: int = 512)
     model.eval()
     correct = np.zeros(model.n_stages)
     for i in range(0, len(data), batch_size):
-        outs = model(torch.from_numpy(data.x[i : i + batch_size]))
+        outs = model(*(torch.from_numpy(a[i : i + batch_size]) for a in as_arrays(data.x)))
         y = data.y[i : i + batch_size]
         for k, o in enumerate(outs):
             correct[k] += int((o.argmax(1).numpy() == y).sum())

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from eecompile.core.inputs import Inputs
 from eecompile.bundle.io import Bundle
 from eecompile.errors import ProfileError
 from eecompile.profile import energy as en
@@ -39,7 +40,7 @@ class ProfileOptions:
     energy: str = "auto"  # "auto": measure where the device can, "off"
     energy_secs: float | None = None  # None: 2 s for rails/RAPL, 10 s for a battery gauge (it updates slowly)
     power_w: float | None = None
-    inputs: np.ndarray | None = None  # PyTorch layout; None: the bundle's own samples
+    inputs: Inputs | None = None  # PyTorch layout (a tuple for several model inputs); None: the bundle's samples
     runner: Path | None = None
     litert: Path | None = None
     ssh_config: str | None = None
@@ -125,13 +126,13 @@ def _profile(bundle: Bundle, tr: Transport, opts: ProfileOptions, progress: Prog
     traced = trace_files(before, 16 - len(energy_files))
     sampled = energy_files + traced
     with tempfile.TemporaryDirectory(prefix="eecompile-profile-") as tmp:
-        inputs, input_source, n_inputs = inputs_npy(bundle, opts.inputs, Path(tmp) / "inputs.npy")
+        inputs, input_source, n_inputs = inputs_npy(bundle, opts.inputs, Path(tmp))
         progress("deploy", 0, 1)
         dep = deploy(tr, bundle, art, inputs)
         runs, gone = [], None
         for rep in range(opts.repeat):
             settings = RunSettings(**{**opts.settings.__dict__, "energy_secs": energy_secs if rep == 0 else 0.0})
-            args = runner_args(dep.dir, settings, [p for _, p in sampled])
+            args = runner_args(dep.dir, settings, [p for _, p in sampled], len(inputs))
             phases, res = run_runner(tr, dep.dir, args, opts.timeout_s, _progress_lines(progress, rep, opts.repeat),
                                      Path(tmp))
             runs.append(phases)

@@ -151,18 +151,30 @@ def model_files(bundle: Bundle) -> list[str]:
     return [m.packed.file] if m.packed else sorted({g.file for g in m.all_graphs})
 
 
-def inputs_npy(bundle: Bundle, x: np.ndarray | None, out: Path) -> tuple[Path, str, int]:
-    """The runner's inputs as .npy in the model's layout (NHWC for images), float32 (integer
-    token ids stay integers, in the model's dtype): the given samples, or the bundle's own
-    held-out samples."""
+def input_file(i: int) -> str:
+    """The runner's file for model input i on the device."""
+    return "inputs.npy" if i == 0 else f"inputs{i}.npy"
+
+
+def inputs_npy(bundle: Bundle, x, out_dir: Path) -> tuple[list[Path], str, int]:
+    """The runner's inputs as .npy in the model's layout (NHWC for images), one file per model
+    input (inputs.npy, inputs1.npy, ...), float32 (integer token ids and masks stay integers,
+    in the model's dtype): the given samples (checked against the bundle's inputs), or the
+    bundle's own held-out samples."""
+    from eecompile.core.inputs import InputSpec, check_inputs
+
     source = "given"
     if x is None:
         x, _ = bundle.load_samples()
         source = f"bundle samples ({bundle.manifest.samples.source})"
-    perm = bundle.manifest.input[0].perm_from_torch
-    spec = bundle.manifest.input[0]
-    np.save(out, np.ascontiguousarray(np.transpose(x, perm)).astype(spec.source_dtype))
-    return out, source, int(x.shape[0])
+    specs = bundle.manifest.input
+    xs = check_inputs(x, [InputSpec.of_tensor(t) for t in specs], "profile inputs", error=ProfileError)
+    paths = []
+    for i, (a, spec) in enumerate(zip(xs, specs)):
+        path = out_dir / input_file(i)
+        np.save(path, np.ascontiguousarray(np.transpose(a, spec.perm_from_torch)).astype(spec.source_dtype))
+        paths.append(path)
+    return paths, source, int(xs[0].shape[0])
 
 
 @dataclass
@@ -172,11 +184,11 @@ class Deployed:
     reused: list[str]
 
 
-def deploy(transport: Transport, bundle: Bundle, art: Artifacts, inputs: Path) -> Deployed:
+def deploy(transport: Transport, bundle: Bundle, art: Artifacts, inputs: list[Path]) -> Deployed:
     """Copy what the runner needs into <device tmp>/eecompile/<bundle hash>/, skipping files whose
     sha256 is already there."""
     remote = f"{transport.base_dir()}/eecompile/{bundle.manifest.models_sha256[:16]}"
-    files = {"ee_profile": art.runner, "libLiteRt.so": art.litert, "inputs.npy": inputs}
+    files = {"ee_profile": art.runner, "libLiteRt.so": art.litert, **{p.name: p for p in inputs}}
     files.update({name: bundle.root / name for name in model_files(bundle)})
     if (bundle.root / "decision.hash").is_file():
         files["decision.hash"] = bundle.root / "decision.hash"
@@ -212,8 +224,9 @@ class RunSettings:
     trace_ms: float = 250.0
 
 
-def runner_args(dep_dir: str, s: RunSettings, sample_files: list[str]) -> list[str]:
-    args = [dep_dir, f"{dep_dir}/inputs.npy", "--litert", f"{dep_dir}/libLiteRt.so", "--threads", str(s.threads),
+def runner_args(dep_dir: str, s: RunSettings, sample_files: list[str], n_inputs: int = 1) -> list[str]:
+    inputs = ",".join(f"{dep_dir}/{input_file(i)}" for i in range(n_inputs))
+    args = [dep_dir, inputs, "--litert", f"{dep_dir}/libLiteRt.so", "--threads", str(s.threads),
             "--runs", str(s.runs), "--warmup", str(s.warmup), "--min-secs", str(s.min_secs),
             "--max-secs", str(s.max_secs), "--sample-ms", str(s.sample_ms), "--trace-ms", str(s.trace_ms),
             "--energy-secs", str(s.energy_secs)]

@@ -16,7 +16,7 @@ from eecompile.bundle.graphs import StageExecutor
 from eecompile.bundle.io import Bundle, load_bundle
 from eecompile.bundle.manifest import TensorSpec
 from eecompile.core.text import Encoded, TextEncoder
-from eecompile.core.checks import check_batch
+from eecompile.core.inputs import InputSpec, Inputs, check_inputs
 from eecompile.core.policies import (ExitPolicy, PolicyState, check_policy_name, kept_of_exits, make_policy,
                                      policy_of_exits, softmax)
 from eecompile.core.quant import dequantize, to_graph_input
@@ -60,6 +60,7 @@ class Runtime:
         self.executor = StageExecutor(self.bundle, backend, n_threads)
         self.backend = self.executor.backend
         self.input_specs: list[TensorSpec] = m.input
+        self.inputs = [InputSpec.of_tensor(t) for t in m.input]  # what the model takes, one per input
         self.class_names = m.exits[-1].class_names
         self._text: TextEncoder | None = None
 
@@ -80,23 +81,23 @@ class Runtime:
     def run_text(self, texts: list[str] | str, **kwargs) -> tuple[RunResult, Encoded]:
         """``run`` on texts: also returns what encoding did (tokens, truncation, unknown words)."""
         enc = self.encode_text(texts)
-        return self.run(enc.ids, **kwargs), enc
+        return self.run(enc.model_inputs, **kwargs), enc
 
-    def check_input(self, x: np.ndarray) -> np.ndarray:
-        spec = self.input_specs[0]
-        return check_batch(x, tuple(spec.torch_shape[1:]), "input", error=InputError, dtype=spec.source_dtype,
-                           value_range=spec.value_range)
+    def check_input(self, x: Inputs) -> tuple[np.ndarray, ...]:
+        """A batch checked against the bundle's inputs (core/inputs.py), one array per input."""
+        return check_inputs(x, self.inputs, "input", error=InputError)
 
-    def run(self, x: np.ndarray, policy: ExitPolicy | str | None = None, thresholds: list[float] | float | None = None,
+    def run(self, x: Inputs, policy: ExitPolicy | str | None = None, thresholds: list[float] | float | None = None,
             max_exit: int | None = None, keep_logits: bool = False, no_early_exit: bool = False,
             kept: list[bool] | None = None, deadline_us: float | None = None) -> RunResult:
-        """Run a batch ``x`` (PyTorch layout). ``max_exit`` caps the exit index (budget-forced exit);
+        """Run a batch ``x`` (PyTorch layout; a tuple with one array per input for a model with
+        several, e.g. (ids, attention_mask)). ``max_exit`` caps the exit index (budget-forced exit);
         ``deadline_us`` caps it at the deepest exit whose profiled p99 completion fits (the
         bundle's anytime table, written by eecompile calibrate); when none fits, at exit 0, as the
         C runtime does (``exit_for_deadline`` returns None then: check it first to skip instead).
         ``no_early_exit`` runs every sample through every stage (all exits evaluated); ``kept``
         overrides the bundle's kept exits (a dropped exit's head is not run)."""
-        x = self.check_input(x)
+        xs = self.check_input(x)
         pol = self._policy(policy, thresholds)
         last = self.n_exits - 1
         if max_exit is not None:
@@ -107,14 +108,14 @@ class Runtime:
             fits = self.exit_for_deadline(deadline_us)
             last = min(last, 0 if fits is None else fits)  # none fits: the earliest exit, as the C runtime does
         kept = self._kept(kept) if not no_early_exit else [True] * self.n_exits
-        n = x.shape[0]
+        n = xs[0].shape[0]
         n_classes = self.manifest.exits[-1].n_classes
         res = RunResult(np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros((n, n_classes), np.float32),
                         np.zeros((n, self.manifest.n_exits), np.float64))
         if keep_logits:
             res.exit_logits = [np.full((n, n_classes), np.nan, np.float32) for _ in range(self.n_exits)]
         active = np.arange(n)
-        state = [to_graph_input(x, spec) for spec in self.input_specs]
+        state = [to_graph_input(a, spec) for a, spec in zip(xs, self.input_specs)]
         pstate = PolicyState.new(n)
         for k in range(last + 1):
             dropped = not kept[k] and k != last

@@ -186,14 +186,28 @@ typedef struct {
     int64_t t_total_ns;                     /* the whole run, from input copy to decision, ns */
 } ee_result;
 
-/* Size in bytes of the raw input expected by ee_session_run_raw (the first stage's input). */
+/* The model's inputs: 1 for an image or token ids alone; more for e.g. token ids and an
+ * attention mask (the bundle's manifest lists them in order). */
+int32_t ee_session_n_inputs(const ee_session *s);
+
+/* Size in bytes of model input i (0 when i is out of range). */
+size_t ee_session_input_bytes_at(const ee_session *s, int32_t i);
+
+/* Size in bytes of the raw input expected by ee_session_run_raw (model input 0). */
 size_t ee_session_input_bytes(const ee_session *s);
 
 /* Run one sample given in the model's own input layout (NHWC) and dtype (int8 for
  * tflite-int8: already quantized with the bundle's input quant params; int32/int64 token ids
- * for a model that takes ids: each must lie in the input's range). */
+ * for a model that takes ids: each must lie in the input's range). For a model with one
+ * input; a model with several refuses it (EE_ERR_INVALID_ARG): use ee_session_run_inputs. */
 ee_status ee_session_run_raw(ee_session *s, const void *input, size_t n_bytes, const ee_run_options *opts,
                              ee_result *out);
+
+/* Run one sample of a model with n_inputs inputs (ee_session_n_inputs): inputs[i] holds
+ * n_bytes[i] == ee_session_input_bytes_at(s, i) bytes of input i, raw as for
+ * ee_session_run_raw. Every input is checked (size, id range) before any is written. */
+ee_status ee_session_run_inputs(ee_session *s, const void *const *inputs, const size_t *n_bytes, int32_t n_inputs,
+                                const ee_run_options *opts, ee_result *out);
 
 /* Run one sample given as float32 in the model's input layout (NHWC); the harness
  * quantizes it (round half away from zero) when the model input is int8. A model that

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ee_decide.h"
 #include "ee_names.h"
 
 int ee_parse_long(const char *s, long lo, long hi, long *out) {
@@ -230,4 +231,111 @@ int ee_input_file_read(ee_input_file *in, void *buf) {
 void ee_input_file_close(ee_input_file *in) {
     if (in->f != NULL) fclose(in->f);
     in->f = NULL;
+}
+
+void ee_inputs_free(ee_inputs *in) {
+    for (int32_t i = 0; i < EE_MAX_GRAPH_IO; i++) {
+        free(in->data[i]);
+        in->data[i] = NULL;
+    }
+}
+
+static int load_one(ee_inputs *in, int32_t i, const char *path, const ee_tensor_desc *td, bool raw_f32) {
+    ee_sample_shape shape = ee_sample_shape_of(td);
+    ee_input_file f;
+    if (ee_input_file_open(&f, path, &shape, raw_f32) != 0) {
+        snprintf(in->error, sizeof in->error, "%s: %s", path, f.error);
+        return -1;
+    }
+    if (i > 0 && f.n_samples != in->n_samples) {
+        snprintf(in->error, sizeof in->error, "%s holds %zu samples, the first input %zu: give every input the "
+                 "same samples", path, f.n_samples, in->n_samples);
+        ee_input_file_close(&f);
+        return -1;
+    }
+    in->n_samples = f.n_samples;
+    in->sample_bytes[i] = f.sample_bytes;
+    in->npy = in->npy && f.npy;
+    in->data[i] = malloc(f.n_samples * f.sample_bytes);
+    for (size_t k = 0; in->data[i] != NULL && k < f.n_samples; k++) {
+        if (ee_input_file_read(&f, in->data[i] + k * f.sample_bytes) != 0) {
+            snprintf(in->error, sizeof in->error, "%s: short read at sample %zu", path, k);
+            ee_input_file_close(&f);
+            return -1;
+        }
+    }
+    ee_input_file_close(&f);
+    if (in->data[i] == NULL) {
+        snprintf(in->error, sizeof in->error, "%s: out of memory", path);
+        return -1;
+    }
+    if (!f.f32 || td->dtype == EE_DTYPE_FLOAT32) return 0;
+    if (raw_f32 || in->n_inputs_hint == 1) { /* a one-input model: ee_session_run_f32 quantizes it */
+        in->f32 = true;
+        return 0;
+    }
+    /* float32 given for an int8 input of a several-input model: quantize here, as run_f32 would */
+    size_t n = f.n_samples * shape.n_elems;
+    const float *x = (const float *)in->data[i];
+    int8_t *q = (int8_t *)in->data[i]; /* in place: q[j] is written after x[j] is read */
+    for (size_t j = 0; j < n; j++) {
+        if (!isfinite(x[j])) {
+            snprintf(in->error, sizeof in->error, "%s: element %zu is NaN or inf", path, j);
+            return -1;
+        }
+        q[j] = ee_clamp_i8(ee_round_half_away(x[j] / td->quant.scale) + (float)td->quant.zero_point);
+    }
+    in->sample_bytes[i] = shape.n_elems;
+    return 0;
+}
+
+int ee_inputs_load(ee_inputs *in, const char *paths, const ee_graph_desc *first_graph, bool raw_f32) {
+    memset(in, 0, sizeof *in);
+    in->npy = true;
+    int32_t want = first_graph->n_inputs;
+    in->n_inputs_hint = want;
+    if (raw_f32 && want > 1) {
+        snprintf(in->error, sizeof in->error, "--f32 applies to a one-input model; this one takes %d inputs "
+                 "(give .npy files: their headers state each input's dtype)", want);
+        return -1;
+    }
+    char buf[4096];
+    if (strlen(paths) >= sizeof buf) {
+        snprintf(in->error, sizeof in->error, "INPUTS is longer than %zu characters", sizeof buf - 1);
+        return -1;
+    }
+    memcpy(buf, paths, strlen(paths) + 1);
+    int32_t n = 0;
+    for (char *p = buf, *next; p != NULL; p = next, n++) {
+        next = strchr(p, ',');
+        if (next != NULL) *next++ = '\0';
+        if (n >= want) {
+            n = want + 1;
+            break;
+        }
+        if (*p == '\0' || load_one(in, n, p, &first_graph->inputs[n], raw_f32 && want == 1) != 0) {
+            if (*p == '\0') snprintf(in->error, sizeof in->error, "INPUTS has an empty file name");
+            ee_inputs_free(in);
+            return -1;
+        }
+    }
+    if (n != want) {
+        snprintf(in->error, sizeof in->error, "%s file(s) given, the model takes %d inputs: give one file per "
+                 "input, comma-separated in the model's order (e.g. ids.npy,mask.npy)", n > want ? "too many" :
+                 "too few", want);
+        ee_inputs_free(in);
+        return -1;
+    }
+    in->n_inputs = want;
+    return 0;
+}
+
+ee_status ee_inputs_run(ee_session *s, const ee_inputs *in, size_t k, const ee_run_options *opts, ee_result *out) {
+    size_t j = k % in->n_samples;
+    if (in->f32)
+        return ee_session_run_f32(s, (const float *)(in->data[0] + j * in->sample_bytes[0]),
+                                  in->sample_bytes[0] / sizeof(float), opts, out);
+    const void *ptrs[EE_MAX_GRAPH_IO];
+    for (int32_t i = 0; i < in->n_inputs; i++) ptrs[i] = in->data[i] + j * in->sample_bytes[i];
+    return ee_session_run_inputs(s, ptrs, in->sample_bytes, in->n_inputs, opts, out);
 }

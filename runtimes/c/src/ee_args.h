@@ -58,4 +58,25 @@ void ee_input_file_close(ee_input_file *in);
  * Returns 0 on success. Exposed for the fuzzer. */
 int ee_npy_parse_header(const char *hdr, size_t n, char *descr, size_t descr_cap, long *shape, int *rank, int cap);
 
+/* The samples of every model input, read whole. INPUTS names one file per model input,
+ * comma-separated in the model's order ("ids.npy,mask.npy"; one file for a one-input model),
+ * each read as ee_input_file_open reads it; all must hold the same number of samples.
+ * raw_f32 (--f32) applies to a one-input model only. */
+typedef struct {
+    int32_t n_inputs;
+    int32_t n_inputs_hint; /* while loading: the model's number of inputs */
+    size_t n_samples;
+    bool f32;  /* input 0 given as float32 (quantized by the harness): run with ee_session_run_f32 */
+    bool npy;  /* every file is a .npy */
+    size_t sample_bytes[EE_MAX_GRAPH_IO];
+    unsigned char *data[EE_MAX_GRAPH_IO];
+    char error[384]; /* why loading failed: which file, what is wrong, what to do */
+} ee_inputs;
+
+int ee_inputs_load(ee_inputs *in, const char *paths, const ee_graph_desc *first_graph, bool raw_f32);
+void ee_inputs_free(ee_inputs *in);
+
+/* Run sample k (modulo the number of samples) through the session. */
+ee_status ee_inputs_run(ee_session *s, const ee_inputs *in, size_t k, const ee_run_options *opts, ee_result *out);
+
 #endif /* EE_ARGS_H */

@@ -2,7 +2,7 @@
  * ee_profile -- per-exit latency, memory and energy samples of a bundle, measured on the
  * device itself (built per bundle, like ee_run; `eecompile profile` deploys and drives it).
  *
- *   ee_profile BUNDLE_DIR INPUTS.npy [--litert PATH] [--threads N] [--cores HEXMASK]
+ *   ee_profile BUNDLE_DIR INPUTS.npy[,INPUT2.npy...] [--litert PATH] [--threads N] [--cores HEXMASK]
  *              [--runs R] [--warmup W] [--min-secs S] [--max-secs S]
  *              [--energy-secs S] [--sample FILE]... [--sample-ms MS] [--trace-ms MS]
  *
@@ -132,7 +132,7 @@ typedef struct {
 
 static int usage(const char *msg, const char *arg) {
     if (msg != NULL) fprintf(stderr, "ee_profile: %s%s%s\n", msg, arg ? ": " : "", arg ? arg : "");
-    fprintf(stderr, "usage: ee_profile BUNDLE_DIR INPUTS.npy [--litert PATH] [--threads N] [--cores HEXMASK]\n"
+    fprintf(stderr, "usage: ee_profile BUNDLE_DIR INPUTS.npy[,INPUT2.npy...] [--litert PATH] [--threads N] [--cores HEXMASK]\n"
                     "                  [--runs R] [--warmup W] [--min-secs S] [--max-secs S]\n"
                     "                  [--energy-secs S] [--sample FILE]... [--sample-ms MS] [--trace-ms MS]\n");
     return 2;
@@ -191,42 +191,19 @@ static int parse_args(int argc, char **argv, prof_args *a) {
 
 /* ---- inputs ------------------------------------------------------------------------------ */
 
-typedef struct {
-    unsigned char *data;
-    size_t n, sample_bytes;
-    bool f32;
-} prof_inputs;
-
-static int load_inputs(const char *path, prof_inputs *in) {
-    const ee_tensor_desc *td = &EE_BUNDLE.stages[0].graphs[0].inputs[0];
-    ee_sample_shape shape = ee_sample_shape_of(td);
-    ee_input_file f;
-    if (ee_input_file_open(&f, path, &shape, false) != 0) {
-        fprintf(stderr, "ee_profile: %s: %s\n", path, f.error);
+static int load_inputs(const char *path, ee_inputs *in) {
+    if (ee_inputs_load(in, path, &EE_BUNDLE.stages[0].graphs[0], false) != 0) {
+        fprintf(stderr, "ee_profile: %s\n", in->error);
         return -1;
     }
-    in->n = f.n_samples;
-    in->sample_bytes = f.sample_bytes;
-    in->f32 = f.f32;
-    in->data = malloc(in->n * in->sample_bytes);
-    for (size_t i = 0; in->data != NULL && i < in->n; i++) {
-        if (ee_input_file_read(&f, in->data + i * in->sample_bytes) != 0) {
-            free(in->data);
-            in->data = NULL;
-        }
-    }
-    ee_input_file_close(&f);
-    if (in->data == NULL) fprintf(stderr, "ee_profile: cannot read %s\n", path);
-    return in->data == NULL ? -1 : 0;
+    return 0;
 }
 
-static ee_status run_one(ee_session *s, const prof_inputs *in, size_t i, int32_t max_exit, ee_result *r) {
+static ee_status run_one(ee_session *s, const ee_inputs *in, size_t i, int32_t max_exit, ee_result *r) {
     ee_run_options o = ee_run_default_options();
     o.max_exit = max_exit;
     o.no_early_exit = true; /* the cost of reaching exit max_exit, every head on the way evaluated */
-    const unsigned char *x = in->data + (i % in->n) * in->sample_bytes;
-    return in->f32 ? ee_session_run_f32(s, (const float *)x, in->sample_bytes / sizeof(float), &o, r)
-                   : ee_session_run_raw(s, x, in->sample_bytes, &o, r);
+    return ee_inputs_run(s, in, i, &o, r);
 }
 
 /* ---- the sampler thread ------------------------------------------------------------------ */
@@ -318,7 +295,7 @@ static void print_samples(const sampler *sp) {
 }
 
 /* One energy block: the exit's inferences (or sleep for exit -1) for --energy-secs, sampled. */
-static int energy_block(ee_session *s, const prof_inputs *in, const prof_args *a, int32_t exit_idx,
+static int energy_block(ee_session *s, const ee_inputs *in, const prof_args *a, int32_t exit_idx,
                         const char *kind) {
     sampler sp;
     if (sampler_start(&sp, a, a->sample_ms, a->energy_secs) != 0) return -1;
@@ -387,7 +364,7 @@ static int latency_grow(latency_buf *b, int32_t k_exits, size_t min_cap) {
 
 /* One round: every exit once, the order rotated each round; with trunks, also the full path
  * with every early exit dropped (each stage's segment alone: what a dropped exit's stage costs). */
-static int latency_round(ee_session *s, const prof_inputs *in, latency_buf *b, int32_t k_exits) {
+static int latency_round(ee_session *s, const ee_inputs *in, latency_buf *b, int32_t k_exits) {
     ee_result r;
     if (b->has_trunks) {
         bool none[EE_MAX_STAGES], all[EE_MAX_STAGES];
@@ -450,7 +427,7 @@ static void print_latency(const latency_buf *b, int32_t k_exits, const prof_args
     printf("}\n");
 }
 
-static int latency_phase(ee_session *s, const prof_inputs *in, const prof_args *a) {
+static int latency_phase(ee_session *s, const ee_inputs *in, const prof_args *a) {
     int32_t k_exits = EE_BUNDLE.n_stages;
     int64_t last_progress = 0;
     ee_result r;
@@ -521,7 +498,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "ee_profile: --cores 0x%lx: no such cores on this device\n", a.cores);
         return 1;
     }
-    prof_inputs in;
+    ee_inputs in;
     if (load_inputs(a.inputs_path, &in) != 0) return 1;
     printf("{\"phase\": \"start\", \"bundle\": ");
     json_str(EE_BUNDLE.name);
@@ -529,7 +506,7 @@ int main(int argc, char **argv) {
     json_str(EE_BUNDLE.target);
     printf(", \"abi_version\": %u, \"litert_version\": \"%s\", \"n_stages\": %d, \"threads\": %d, \"cores\": \"0x%lx\", "
            "\"inputs\": %zu, \"vm_hwm_kb\": %ld}\n", (unsigned)EE_BUNDLE.abi_version, EE_LITERT_VERSION,
-           EE_BUNDLE.n_stages, a.params.n_threads, a.cores, in.n, vm_hwm_kb());
+           EE_BUNDLE.n_stages, a.params.n_threads, a.cores, in.n_samples, vm_hwm_kb());
     fflush(stdout);
     ee_session *s = NULL;
     int64_t t0 = now_ns();
@@ -537,7 +514,7 @@ int main(int argc, char **argv) {
     int64_t t_load = now_ns() - t0;
     if (st != EE_OK) {
         fprintf(stderr, "ee_profile: cannot create session: %s\n", ee_status_str(st));
-        free(in.data);
+        ee_inputs_free(&in);
         return 1;
     }
     bool all[EE_MAX_STAGES];
@@ -571,6 +548,6 @@ int main(int argc, char **argv) {
     }
     if (rc == 0) printf("{\"phase\": \"done\", \"vm_hwm_kb\": %ld}\n", vm_hwm_kb());
     ee_session_free(s);
-    free(in.data);
+    ee_inputs_free(&in);
     return rc == 0 ? 0 : 1;
 }

@@ -8,7 +8,9 @@
  * INPUTS: a .npy file (float32, quantized by the harness, or int8 already quantized; int32/int64
  * token ids for a model that takes ids; shape (N, *input) in the model's layout, NHWC for
  * images), or raw samples back to back in the
- * model's layout: in its dtype by default, float32 with --f32. Prints per sample: class,
+ * model's layout: in its dtype by default, float32 with --f32. A model with several inputs
+ * (token ids and an attention mask) takes one file per input, comma-separated in the model's
+ * order: ids.npy,mask.npy. Prints per sample: class,
  * exit, confidence and per-stage times; a summary at the end.
  * Exit status: 0 ok, 1 a run or file error, 2 a usage error.
  */
@@ -32,7 +34,7 @@ static void print_json_chars(const char *str) {
 static int usage(const char *msg, const char *arg) {
     if (msg != NULL) fprintf(stderr, "ee_run: %s%s%s\n", msg, arg ? ": " : "", arg ? arg : "");
     fprintf(stderr,
-            "usage: ee_run BUNDLE_DIR INPUTS(.npy|raw) [--f32] [--max-exit K] [--deadline-us US] [--policy NAME]\n"
+            "usage: ee_run BUNDLE_DIR INPUTS(.npy|raw)[,INPUT2.npy...] [--f32] [--max-exit K] [--deadline-us US] [--policy NAME]\n"
             "              [--thresholds a,b,...] [--kept 1,0,1,...] [--threads N] [--litert PATH] [--all-exits]\n"
             "              [--dump-logits FILE] [--json] [--quiet] [--allow-stale]\n"
             "policies:");
@@ -156,23 +158,19 @@ static void print_sample(size_t i, const ee_result *r, bool json) {
     printf("]}");
 }
 
-static ee_sample_shape sample_shape(void) {
-    return ee_sample_shape_of(&EE_BUNDLE.stages[0].graphs[0].inputs[0]);
-}
-
 int main(int argc, char **argv) {
     if (argc < 3) return usage(argc == 2 ? "missing INPUTS" : NULL, NULL);
     ee_run_args a;
     memset(&a, 0, sizeof a);
     int rc = parse_args(argc, argv, &a);
     if (rc >= 0) return rc;
-    ee_sample_shape shape = sample_shape();
-    ee_input_file in;
-    if (ee_input_file_open(&in, a.inputs_path, &shape, a.f32) != 0) {
-        fprintf(stderr, "ee_run: %s: %s\n", a.inputs_path, in.error);
+    const ee_graph_desc *g0 = &EE_BUNDLE.stages[0].graphs[0];
+    ee_inputs in;
+    if (ee_inputs_load(&in, a.inputs_path, g0, a.f32) != 0) {
+        fprintf(stderr, "ee_run: %s\n", in.error);
         return 1;
     }
-    if (!in.npy && !in.f32 && shape.dtype == EE_DTYPE_INT8 && in.n_samples % 4 == 0)
+    if (!in.npy && !in.f32 && in.n_inputs == 1 && g0->inputs[0].dtype == EE_DTYPE_INT8 && in.n_samples % 4 == 0)
         fprintf(stderr, "ee_run: note: read %s as %zu raw int8 samples; if it holds float32 data, pass --f32 "
                 "(a .npy file says its dtype)\n", a.inputs_path, in.n_samples);
     ee_session *s = NULL;
@@ -180,7 +178,7 @@ int main(int argc, char **argv) {
     if (st != EE_OK) {
         fprintf(stderr, "ee_run: cannot create session: %s%s\n", ee_status_str(st),
                 st == EE_ERR_STALE ? " (regenerate the harness, or pass --allow-stale to run the old rule)" : "");
-        ee_input_file_close(&in);
+        ee_inputs_free(&in);
         return 1;
     }
     st = apply_policy(s, &a);
@@ -189,31 +187,24 @@ int main(int argc, char **argv) {
                 (double)ee_policy_threshold_lo[a.policy], (double)ee_policy_threshold_hi[a.policy],
                 ee_policy_names[a.policy]);
         ee_session_free(s);
-        ee_input_file_close(&in);
+        ee_inputs_free(&in);
         return 1;
     }
     FILE *dump = NULL;
     if (a.dump_path != NULL && (dump = fopen(a.dump_path, "wb")) == NULL) {
         fprintf(stderr, "ee_run: cannot write %s\n", a.dump_path);
-        ee_input_file_close(&in);
+        ee_inputs_free(&in);
         ee_session_free(s);
         return 1;
     }
-    void *buf = malloc(in.sample_bytes);
     long exit_counts[EE_MAX_STAGES] = {0};
     double total_ns = 0.0;
-    rc = buf == NULL ? 1 : 0;
+    rc = 0;
     if (a.json) printf("{\"samples\": [");
     size_t done = 0;
-    for (size_t i = 0; buf != NULL && i < in.n_samples; i++) {
-        if (ee_input_file_read(&in, buf) != 0) {
-            fprintf(stderr, "ee_run: short read at sample %zu\n", i);
-            rc = 1;
-            break;
-        }
+    for (size_t i = 0; i < in.n_samples; i++) {
         ee_result r;
-        st = in.f32 ? ee_session_run_f32(s, buf, in.sample_bytes / sizeof(float), &a.ropts, &r)
-                    : ee_session_run_raw(s, buf, in.sample_bytes, &a.ropts, &r);
+        st = ee_inputs_run(s, &in, i, &a.ropts, &r);
         if (st != EE_OK) {
             fprintf(stderr, "ee_run: sample %zu: %s\n", i, ee_status_str(st));
             rc = 1;
@@ -227,7 +218,7 @@ int main(int argc, char **argv) {
     }
     if (a.json) {
         printf("\n], \"summary\": {\"n\": %zu, \"input\": \"%s %s\", \"mean_total_us\": %.3f, \"exit_counts\": [", done,
-               in.npy ? "npy" : "raw", in.f32 ? "float32" : ee_dtype_name(shape.dtype),
+               in.npy ? "npy" : "raw", in.f32 ? "float32" : ee_dtype_name(g0->inputs[0].dtype),
                done ? total_ns / (double)done / 1e3 : 0.0);
         for (int32_t k = 0; k < EE_BUNDLE.n_stages; k++) printf("%s%ld", k ? ", " : "", exit_counts[k]);
         printf("]}}\n");
@@ -236,9 +227,8 @@ int main(int argc, char **argv) {
         for (int32_t k = 0; k < EE_BUNDLE.n_stages; k++) printf(" %ld", exit_counts[k]);
         printf("\n");
     }
-    free(buf);
     if (dump != NULL) fclose(dump);
-    ee_input_file_close(&in);
+    ee_inputs_free(&in);
     ee_session_free(s);
     return rc;
 }

@@ -131,13 +131,12 @@ size_t ee_dtype_size(ee_dtype t) {
     return 0;
 }
 
-static size_t dtype_size(ee_dtype t) { return ee_dtype_size(t); }
 
 static ee_status check_tensor(ee_session *s, const ee_graph_desc *g, LiteRtTensor t, const ee_tensor_desc *td) {
     LiteRtRankedTensorType rtt;
     if (s->api.LiteRtGetRankedTensorType(t, &rtt) != kLiteRtStatusOk) return EE_ERR_MODEL;
     bool ok = rtt.element_type == (int)td->dtype && (int32_t)rtt.layout.rank == td->rank;
-    size_t n = dtype_size(td->dtype);
+    size_t n = ee_dtype_size(td->dtype);
     for (int32_t i = 0; ok && i < td->rank; i++) {
         ok = rtt.layout.dimensions[i] == td->dims[i];
         n *= (size_t)td->dims[i];
@@ -544,7 +543,7 @@ ee_status ee_session_create(const ee_bundle_desc *desc, const ee_session_params 
             goto fail;
         }
         const ee_tensor_desc *lt = &gr->d->outputs[gr->logits_out];
-        if (lt->n_bytes != (size_t)desc->n_classes * dtype_size(lt->dtype)) {
+        if (lt->n_bytes != (size_t)desc->n_classes * ee_dtype_size(lt->dtype)) {
             ee_log(&s->params, EE_LOG_ERROR, "exit %d: logits of %zu bytes for %d classes", (int)k, lt->n_bytes,
                    (int)desc->n_classes);
             es = EE_ERR_MODEL;
@@ -589,10 +588,16 @@ void ee_session_free(ee_session *s) {
     free(s);
 }
 
-size_t ee_session_input_bytes(const ee_session *s) {
-    if (s == NULL) return 0;
-    return s->graphs[0].d->inputs[0].n_bytes;
+int32_t ee_session_n_inputs(const ee_session *s) {
+    return s == NULL ? 0 : s->graphs[0].d->n_inputs;
 }
+
+size_t ee_session_input_bytes_at(const ee_session *s, int32_t i) {
+    if (s == NULL || i < 0 || i >= s->graphs[0].d->n_inputs) return 0;
+    return s->graphs[0].d->inputs[i].n_bytes;
+}
+
+size_t ee_session_input_bytes(const ee_session *s) { return ee_session_input_bytes_at(s, 0); }
 
 /* ---- running ---------------------------------------------------------------------------- */
 
@@ -716,85 +721,104 @@ static ee_status check_run_args(ee_session *s, const void *input, const ee_run_o
     return EE_OK;
 }
 
-/* Checks shared by both entry points; on success *buf is the first stage's input buffer,
- * locked for writing at *dst (the caller fills it and calls finish_input). */
-static ee_status begin_input(ee_session *s, const void *input, size_t n_elems_given, size_t elem_bytes,
-                             const ee_run_options *opts, ee_result *out, ee_run_options *o,
-                             const ee_tensor_desc **td, void **dst) {
-    ee_status es = check_run_args(s, input, opts, out, o);
-    if (es != EE_OK) return es;
-    ee_graph_rt *g0 = &s->graphs[0];
-    *td = &g0->d->inputs[0];
-    size_t n_elems = (*td)->n_bytes / dtype_size((*td)->dtype);
-    if (n_elems_given != n_elems) {
-        ee_log(&s->params, EE_LOG_ERROR, "input has %zu x %zu bytes, the bundle's input takes %zu x %zu",
-               n_elems_given, elem_bytes, n_elems, dtype_size((*td)->dtype));
-        return EE_ERR_INVALID_ARG;
-    }
-    LiteRtTensorBuffer buf = g0->in_bufs[g0->in_sig[0]];
-    if (s->api.LiteRtLockTensorBuffer(buf, dst, kLiteRtTensorBufferLockModeWrite) != kLiteRtStatusOk)
-        return EE_ERR_BACKEND;
-    return EE_OK;
-}
-
-static ee_status finish_input(ee_session *s, const ee_run_options *o, ee_result *out) {
-    ee_graph_rt *g0 = &s->graphs[0];
-    s->api.LiteRtUnlockTensorBuffer(g0->in_bufs[g0->in_sig[0]]);
-    return run_from_stage0(s, o, out);
-}
-
 /* Integer ids outside the vocabulary would index past the embedding table: refuse them. */
-static bool ids_in_range(ee_session *s, const ee_tensor_desc *td, const void *input, size_t n) {
+static bool ids_in_range(ee_session *s, const ee_tensor_desc *td, int32_t idx, const void *input, size_t n) {
     for (size_t i = 0; i < n; i++) {
         int64_t v = td->dtype == EE_DTYPE_INT64 ? ((const int64_t *)input)[i] : ((const int32_t *)input)[i];
         if (v < td->range_lo || v > td->range_hi) {
-            ee_log(&s->params, EE_LOG_ERROR, "input id %lld at position %zu is outside the vocabulary %lld..%lld",
-                   (long long)v, i, (long long)td->range_lo, (long long)td->range_hi);
+            ee_log(&s->params, EE_LOG_ERROR, "input %d: id %lld at position %zu is outside the vocabulary %lld..%lld",
+                   idx, (long long)v, i, (long long)td->range_lo, (long long)td->range_hi);
             return false;
         }
     }
     return true;
 }
 
-ee_status ee_session_run_raw(ee_session *s, const void *input, size_t n_bytes, const ee_run_options *opts,
-                             ee_result *out) {
-    ee_run_options o;
-    const ee_tensor_desc *td = NULL;
+/* Copy model input i into the first graph's input buffer. */
+static ee_status write_input(ee_session *s, int32_t i, const void *src, size_t n_bytes) {
+    ee_graph_rt *g0 = &s->graphs[0];
+    LiteRtTensorBuffer buf = g0->in_bufs[g0->in_sig[i]];
     void *dst = NULL;
-    size_t elem = 1;
-    if (s != NULL) elem = dtype_size(s->graphs[0].d->inputs[0].dtype);
-    if (n_bytes % elem != 0) return EE_ERR_INVALID_ARG;
-    ee_status es = begin_input(s, input, n_bytes / elem, elem, opts, out, &o, &td, &dst);
+    if (s->api.LiteRtLockTensorBuffer(buf, &dst, kLiteRtTensorBufferLockModeWrite) != kLiteRtStatusOk)
+        return EE_ERR_BACKEND;
+    memcpy(dst, src, n_bytes);
+    s->api.LiteRtUnlockTensorBuffer(buf);
+    return EE_OK;
+}
+
+ee_status ee_session_run_inputs(ee_session *s, const void *const *inputs, const size_t *n_bytes, int32_t n_inputs,
+                                const ee_run_options *opts, ee_result *out) {
+    ee_run_options o;
+    if (inputs == NULL || n_bytes == NULL) return EE_ERR_INVALID_ARG;
+    ee_status es = check_run_args(s, inputs, opts, out, &o);
     if (es != EE_OK) return es;
-    if (td->has_range && !ids_in_range(s, td, input, n_bytes / elem)) {
-        s->api.LiteRtUnlockTensorBuffer(s->graphs[0].in_bufs[s->graphs[0].in_sig[0]]);
+    const ee_graph_desc *g0 = s->graphs[0].d;
+    if (n_inputs != g0->n_inputs) {
+        ee_log(&s->params, EE_LOG_ERROR, "%d input(s) given, the model takes %d", n_inputs, g0->n_inputs);
         return EE_ERR_INVALID_ARG;
     }
-    memcpy(dst, input, n_bytes);
-    return finish_input(s, &o, out);
+    for (int32_t i = 0; i < n_inputs; i++) { /* every check before any buffer is written */
+        const ee_tensor_desc *td = &g0->inputs[i];
+        if (inputs[i] == NULL || n_bytes[i] != td->n_bytes) {
+            ee_log(&s->params, EE_LOG_ERROR, "input %d has %zu bytes, the model takes %zu (%s)", i,
+                   inputs[i] == NULL ? (size_t)0 : n_bytes[i], td->n_bytes, td->signature_name);
+            return EE_ERR_INVALID_ARG;
+        }
+        if (td->has_range && !ids_in_range(s, td, i, inputs[i], td->n_bytes / ee_dtype_size(td->dtype)))
+            return EE_ERR_INVALID_ARG;
+    }
+    for (int32_t i = 0; i < n_inputs; i++) {
+        es = write_input(s, i, inputs[i], n_bytes[i]);
+        if (es != EE_OK) return es;
+    }
+    return run_from_stage0(s, &o, out);
+}
+
+ee_status ee_session_run_raw(ee_session *s, const void *input, size_t n_bytes, const ee_run_options *opts,
+                             ee_result *out) {
+    if (s != NULL && s->graphs[0].d->n_inputs != 1) {
+        ee_log(&s->params, EE_LOG_ERROR, "the model takes %d inputs: use ee_session_run_inputs",
+               s->graphs[0].d->n_inputs);
+        return EE_ERR_INVALID_ARG;
+    }
+    const void *in[1] = {input};
+    size_t nb[1] = {n_bytes};
+    return ee_session_run_inputs(s, input == NULL ? NULL : in, nb, 1, opts, out);
 }
 
 ee_status ee_session_run_f32(ee_session *s, const float *input, size_t n_floats, const ee_run_options *opts,
                              ee_result *out) {
-    if (s != NULL) {
-        ee_dtype dt = s->graphs[0].d->inputs[0].dtype;
-        if (dt == EE_DTYPE_INT32 || dt == EE_DTYPE_INT64) {
-            ee_log(&s->params, EE_LOG_ERROR, "the model takes integer ids (%s), not float32: use ee_session_run_raw",
-                   dt == EE_DTYPE_INT64 ? "int64" : "int32");
-            return EE_ERR_INVALID_ARG;
-        }
+    ee_run_options o;
+    ee_status es = check_run_args(s, input, opts, out, &o);
+    if (es != EE_OK) return es;
+    const ee_graph_desc *g0 = s->graphs[0].d;
+    const ee_tensor_desc *td = &g0->inputs[0];
+    if (g0->n_inputs != 1) {
+        ee_log(&s->params, EE_LOG_ERROR, "the model takes %d inputs: use ee_session_run_inputs", g0->n_inputs);
+        return EE_ERR_INVALID_ARG;
     }
-    for (size_t i = 0; input != NULL && s != NULL && i < n_floats; i++) {
+    if (td->dtype == EE_DTYPE_INT32 || td->dtype == EE_DTYPE_INT64) {
+        ee_log(&s->params, EE_LOG_ERROR, "the model takes integer ids (%s), not float32: use ee_session_run_raw",
+               td->dtype == EE_DTYPE_INT64 ? "int64" : "int32");
+        return EE_ERR_INVALID_ARG;
+    }
+    size_t n_elems = td->n_bytes / ee_dtype_size(td->dtype);
+    if (n_floats != n_elems) {
+        ee_log(&s->params, EE_LOG_ERROR, "input has %zu x 4 bytes, the bundle's input takes %zu x %zu", n_floats,
+               n_elems, ee_dtype_size(td->dtype));
+        return EE_ERR_INVALID_ARG;
+    }
+    for (size_t i = 0; i < n_floats; i++) {
         if (!isfinite(input[i])) {
             ee_log(&s->params, EE_LOG_ERROR, "input element %zu is NaN or inf", i);
             return EE_ERR_INVALID_ARG;
         }
     }
-    ee_run_options o;
-    const ee_tensor_desc *td = NULL;
+    ee_graph_rt *gr = &s->graphs[0];
+    LiteRtTensorBuffer buf = gr->in_bufs[gr->in_sig[0]];
     void *dst = NULL;
-    ee_status es = begin_input(s, input, n_floats, sizeof(float), opts, out, &o, &td, &dst);
-    if (es != EE_OK) return es;
+    if (s->api.LiteRtLockTensorBuffer(buf, &dst, kLiteRtTensorBufferLockModeWrite) != kLiteRtStatusOk)
+        return EE_ERR_BACKEND;
     if (td->dtype == EE_DTYPE_INT8) {
         int8_t *q = dst;
         for (size_t i = 0; i < n_floats; i++)
@@ -802,5 +826,6 @@ ee_status ee_session_run_f32(ee_session *s, const float *input, size_t n_floats,
     } else {
         memcpy(dst, input, n_floats * sizeof(float));
     }
-    return finish_input(s, &o, out);
+    s->api.LiteRtUnlockTensorBuffer(buf);
+    return run_from_stage0(s, &o, out);
 }
