@@ -3,17 +3,22 @@ DeeBERT two-stage fine-tuning on Rotten Tomatoes sentences), exported stage by s
 with early exits.
 
 1. The model (trained on first use and cached, ~10 min on 2 cores): per-exit test accuracy.
-2. Export per target (tflite-fp32, tflite-fp16; tflite-int8 is tried and its refusal is
-   recorded), each validated exit by exit against PyTorch on the validation split; per-exit
-   test accuracy of the exported stages.
-3. On the first target that holds accuracy: accuracy vs mean layers executed for entropy
+2. Export per target (tflite-fp32, tflite-fp16, tflite-dynamic; tflite-int8 is tried and its
+   refusal is recorded), each validated exit by exit against PyTorch on the validation split;
+   per-exit test accuracy of the exported stages.
+3. Latency per exit through the C runner on this host (eecompile profile --device host) for
+   every target that holds accuracy, in two rounds of alternating order (this machine drifts
+   +-15% over minutes): the median of the rounds per exit, and each target's full-path p50
+   as a ratio to fp32's within the same round.
+4. On the fastest target that holds accuracy: accuracy vs mean layers executed for entropy
    (DeeBERT) and patience (PABEE) over a threshold sweep, on the test split (PNG + table); the
    operating point of each policy is chosen on the validation split only: the fewest layers at
-   <= 1 point below the final exit's validation accuracy.
-4. Latency per exit through the C runner on this host (eecompile profile --device host) and
-   the mean latency at each operating point (test exit shares x profiled p50 per exit).
+   <= 1 point below the final exit's validation accuracy; the mean latency at each operating
+   point (test exit shares x profiled p50 per exit).
 
-Usage: python3 bench/bench_transformer.py [--out bench-out/transformer] [--targets tflite-fp32,tflite-fp16]
+Usage: python3 bench/bench_transformer.py [--out bench-out/transformer] [--model minilm-rt]
+       [--targets tflite-fp32,tflite-fp16,tflite-dynamic]
+(--model minilm-rt-pabee: the same model trained as PABEE does, every exit jointly.)
 Writes transformer_bench.json and transformer_curve.png into --out; exit status 1 when
 DeeBERT's headline (>= 35% fewer layers at <= 1 point accuracy drop on test) is missed.
 """
@@ -74,6 +79,21 @@ def profile_host(bundle_root: Path, out: Path) -> dict:
     return json.loads(out.read_text())
 
 
+def profile_rounds(roots: dict[str, Path], out: Path, rounds: int = 2) -> dict[str, dict]:
+    """Profile every bundle ``rounds`` times, the order reversed each round; per target the
+    median p50 per exit, and the median over rounds of its full-path p50 / the first target's
+    p50 in the same round (a ratio the machine's drift mostly cancels out of)."""
+    names = list(roots)
+    runs: dict[str, list[list[float]]] = {t: [] for t in names}
+    for r in range(rounds):
+        for t in (names if r % 2 == 0 else names[::-1]):
+            prof = profile_host(roots[t], out / f"profile-host-{t}-{r}.json")
+            runs[t].append([e["latency_us"]["p50"] for e in prof["exits"]])
+    return {t: {"p50": np.median(np.array(runs[t]), axis=0).tolist(),
+                "ratio": float(np.median([a[-1] / b[-1] for a, b in zip(runs[t], runs[names[0]])]))}
+            for t in names}
+
+
 def plot(path: Path, curves: dict, points: dict, target: str) -> None:
     import matplotlib
 
@@ -99,16 +119,17 @@ def plot(path: Path, curves: dict, points: dict, target: str) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="bench-out/transformer")
-    ap.add_argument("--targets", default="tflite-fp32,tflite-fp16")
+    ap.add_argument("--model", default="minilm-rt", choices=["minilm-rt", "minilm-rt-pabee"])
+    ap.add_argument("--targets", default="tflite-fp32,tflite-fp16,tflite-dynamic")
     ap.add_argument("--try-int8", action=argparse.BooleanOptionalAction, default=True)
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    model = load_zoo("minilm-rt")
+    model = load_zoo(args.model)
     data = {s: load_data(f"rotten-tomatoes:{s}") for s in ("train", "val", "test")}
     res: dict = {"date": dt.date.today().isoformat(), "machine": f"{platform.machine()}, {platform.processor() or ''} "
-                 f"{__import__('os').cpu_count()} cores", "model": "minilm-rt", "n_test": len(data["test"]),
+                 f"{__import__('os').cpu_count()} cores", "model": args.model, "n_test": len(data["test"]),
                  "float_test_accuracy": exit_accuracies(model, data["test"]), "targets": {}}
     print("float test accuracy per exit: " + ", ".join(f"{100 * a:.1f}" for a in res["float_test_accuracy"]))
     tokenizer = str(minilm_dir() / "tokenizer.json")
@@ -119,7 +140,7 @@ def main() -> int:
         try:
             b = export(model, target, data["train"].take(256), out / target, val_data=data["val"],
                        options=ExportOptions(quiet=True, force=True, trunks=False, tokenizer=tokenizer,
-                                             model_source="minilm-rt"))
+                                             model_source=args.model))
         except EecompileError as exc:
             res["targets"][target] = {"refused": f"{type(exc).__name__}: {exc}"}
             print(f"{target}: refused: {exc}")
@@ -138,7 +159,13 @@ def main() -> int:
     if not held:
         print("no target held accuracy")
         return 1
-    target = held[0]
+    p50s = profile_rounds({t: bundles[t].root for t in held}, out)
+    for t in held:
+        res["targets"][t]["c_latency_p50_us"] = p50s[t]["p50"]
+        res["targets"][t]["full_path_ratio_to_first"] = p50s[t]["ratio"]
+        print(f"{t}: C runner p50 per exit (us) " + ", ".join(f"{v:.0f}" for v in p50s[t]["p50"])
+              + f"; full path {p50s[t]['ratio']:.3f}x {held[0]}'s (median of paired rounds)")
+    target = min(held, key=lambda t: p50s[t]["ratio"])
     b = bundles[target]
     val_logits, test_logits = exported_logits(b, data["val"].x), exported_logits(b, data["test"].x)
     val_full = float(np.mean(val_logits[-1].argmax(1) == data["val"].y))
@@ -152,8 +179,7 @@ def main() -> int:
         points[name] = {"threshold": op["threshold"], "val": op, "test": test_row,
                         "layers_saved": 1 - test_row["mean_layers"] / len(test_logits),
                         "accuracy_drop_pts": 100 * (test_full - test_row["accuracy"])}
-    prof = profile_host(b.root, out / "profile-host.json")
-    p50 = [e["latency_us"]["p50"] for e in prof["exits"]]
+    p50 = p50s[target]["p50"]
     for p in points.values():
         mean_lat = float(np.dot(p["test"]["exit_shares"], p50))
         p["mean_latency_us"] = mean_lat

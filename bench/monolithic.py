@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from eecompile.core.names import TARGETS
-from eecompile.data.datasets import check_inputs
+from eecompile.core.inputs import check_inputs
 from eecompile.errors import EecompileError
 from eecompile.export.onnx import export_onnx
 from eecompile.model.contract import EarlyExitModel
@@ -39,7 +39,9 @@ def export_monolithic(model: EarlyExitModel, target: str, calib: np.ndarray, out
         raise EecompileError("the monolithic baseline is a TFLite model", hint="use a tflite-* target")
     from eecompile.export.tflite import convert_stage
 
-    x = check_inputs(calib, model.input_shapes[0], "calibration data", min_samples=4)
+    if len(model.input_specs) != 1:
+        raise EecompileError("the monolithic baseline takes one model input", hint="use a one-input model")
+    x = check_inputs(calib, model.input_specs, "calibration data", min_samples=4)[0]
     module = _AllExits(model).eval()
     example = (torch.from_numpy(x[:1]),)
     work = Path(tempfile.mkdtemp(prefix="eecompile-mono-"))

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from eecompile.data import load_data, parse_data_spec
-from eecompile.data.datasets import FASHION_MNIST_DIR, check_inputs
+from eecompile.core.inputs import InputSpec, check_inputs
+from eecompile.data.datasets import FASHION_MNIST_DIR
 from eecompile.errors import DataError
 
 
@@ -54,15 +55,17 @@ def test_npy_and_npz(tmp_path):
 
 
 def test_check_inputs():
+    spec = [InputSpec((1, 8, 8))]
     good = np.zeros((4, 1, 8, 8), np.float32)
-    assert check_inputs(good, (1, 8, 8), "x").shape == (4, 1, 8, 8)
+    assert check_inputs(good, spec, "x")[0].shape == (4, 1, 8, 8)
+    assert check_inputs(good[0], spec, "x")[0].shape == (1, 1, 8, 8)  # one sample without the batch axis
     with pytest.raises(DataError, match="transpose NHWC"):
-        check_inputs(np.zeros((4, 8, 8, 1), np.float32), (1, 8, 8), "x")
+        check_inputs(np.zeros((4, 8, 8, 1), np.float32), spec, "x")
     with pytest.raises(DataError, match="dtype uint8"):
-        check_inputs(good.astype(np.uint8), (1, 8, 8), "x")
+        check_inputs(good.astype(np.uint8), spec, "x")
     bad = good.copy()
     bad[2, 0, 0, 0] = np.nan
     with pytest.raises(DataError, match="1 sample"):
-        check_inputs(bad, (1, 8, 8), "x")
+        check_inputs(bad, spec, "x")
     with pytest.raises(DataError, match="at least 32"):
-        check_inputs(good, (1, 8, 8), "x", min_samples=32)
+        check_inputs(good, spec, "x", min_samples=32)

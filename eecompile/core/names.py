@@ -13,8 +13,12 @@ from dataclasses import dataclass
 
 from eecompile.errors import InternalError
 
-# target -> precision of the exported graphs
-TARGETS: dict[str, str] = {"tflite-int8": "int8", "tflite-fp16": "fp16", "tflite-fp32": "fp32", "onnx": "onnx"}
+# target -> precision of the exported graphs. "dynamic": dynamic-range int8 (int8 weights; fully
+# connected, matmul and conv layers quantize their activations at run time and multiply in int8;
+# LayerNorm, Softmax, GELU stay float; float32 in and out): the mixed recipe for transformers,
+# whose LayerNorm/Softmax/GELU full-integer quantization breaks
+TARGETS: dict[str, str] = {"tflite-int8": "int8", "tflite-dynamic": "dynamic", "tflite-fp16": "fp16",
+                           "tflite-fp32": "fp32", "onnx": "onnx"}
 TFLITE_TARGETS = tuple(t for t in TARGETS if t.startswith("tflite-"))
 
 

@@ -25,7 +25,7 @@ from eecompile.export.interrupts import checkpoint
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-PRECISIONS = ("int8", "fp16", "fp32")
+PRECISIONS = ("int8", "dynamic", "fp16", "fp32")
 FLOAT_CHECK_REL_TOL = 1e-3
 
 
@@ -166,6 +166,8 @@ def _convert(saved_model: Path, precision: str, representative: list[dict[str, n
         if precision == "fp16":
             conv.optimizations = [tf.lite.Optimize.DEFAULT]
             conv.target_spec.supported_types = [tf.float16]
+        elif precision == "dynamic":  # no representative data: int8 weights, activations quantized at run time
+            conv.optimizations = [tf.lite.Optimize.DEFAULT]
     sink = io.StringIO()
     try:
         with redirect_stdout(sink), redirect_stderr(sink):
@@ -304,6 +306,10 @@ def convert_stage(onnx_path: Path, work_dir: Path, precision: str, stage_idx: in
     data = fp32 if precision == "fp32" else _convert(saved, precision, representative, stage_idx)
     if representative:
         _smoke_run(data, representative[0], stage_idx, precision)
+    elif precision == "dynamic":  # hybrid kernels: run once on a real input before validation does
+        names = [n for n, _, _ in torch_in]
+        _smoke_run(data, {n: np.ascontiguousarray(np.transpose(a[:1], p))
+                          for n, a, p in zip(names, check_inputs, perms_in)}, stage_idx, precision)
     inputs, outputs, sig = _io_specs(data, torch_in, torch_out, stage_idx)
     shutil.rmtree(saved, ignore_errors=True)
     for_tf.unlink(missing_ok=True)

@@ -108,7 +108,7 @@ class EarlyExitModel(nn.Module):
         float inputs have none."""
         if self.input_dtypes[i] == "float32":
             if given is not None:
-                raise ContractError(f"input_range is given for float32 input {i}",
+                raise ContractError(f"input_range is given for a float32 input (input {i})",
                                     hint="input_range bounds integer inputs (token ids): set input_dtype='int64'")
             return None
         if given is not None:

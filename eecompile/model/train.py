@@ -26,9 +26,11 @@ def _batches(n: int, batch_size: int, rng: np.random.Generator):
 
 
 def _run_epochs(model: EarlyExitModel, data: Dataset, recipe: Recipe, params, loss_fn, label: str,
-                progress: Progress, seed: int, frozen: torch.nn.Module | None = None, lr: float | None = None) -> None:
+                progress: Progress, seed: int, frozen: torch.nn.Module | None = None,
+                lr: float | list[float] | None = None) -> None:
+    """``params``: parameters, or parameter groups with one ``lr`` each (then ``lr`` is their list)."""
     lr = recipe.lr if lr is None else lr
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+    opt = torch.optim.AdamW(params, lr=lr[0] if isinstance(lr, list) else lr, weight_decay=1e-4)
     n_steps = recipe.epochs * -(-len(data) // recipe.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=n_steps)
     x_all = [torch.from_numpy(a) for a in as_arrays(data.x)]  # one tensor per model input
@@ -68,8 +70,14 @@ def train(model: EarlyExitModel, data: Dataset, recipe: Recipe, seed: int = 0, q
         if recipe.mode == "joint":
             def joint(outs, y):
                 return sum(w * F.cross_entropy(o, y) for w, o in zip(weights, outs)) / sum(weights)
-            _run_epochs(model, data, recipe, model.parameters(), joint, f"train {model.name} (joint)",
-                        progress, seed)
+            if recipe.head_lr is None:
+                _run_epochs(model, data, recipe, model.parameters(), joint, f"train {model.name} (joint)",
+                            progress, seed)
+            else:  # a pretrained backbone at lr, the fresh exit heads at head_lr (PABEE-style fine-tuning)
+                groups = [{"params": list(model.segments.parameters()), "lr": recipe.lr},
+                          {"params": list(model.heads.parameters()), "lr": recipe.head_lr}]
+                _run_epochs(model, data, recipe, groups, joint, f"train {model.name} (joint)", progress, seed,
+                            lr=[recipe.lr, recipe.head_lr])
         elif recipe.mode == "two-stage":
             backbone = list(model.segments.parameters()) + list(model.heads[-1].parameters())
             _run_epochs(model, data, recipe, backbone, lambda outs, y: F.cross_entropy(outs[-1], y),

@@ -36,7 +36,7 @@ class Recipe:
     batch_size: int = 128
     exit_weights: tuple[float, ...] = ()  # joint: one weight per exit; () means all 1.0
     distill_temperature: float = 3.0
-    head_lr: float | None = None  # two-stage: learning rate of the heads on the frozen backbone (None: lr)
+    head_lr: float | None = None  # learning rate of the exit heads (two-stage: on the frozen backbone; None: lr)
 
     def key(self) -> dict[str, Any]:
         """The recipe as the weights key sees it (unset optional fields left out: adding a field
@@ -93,6 +93,11 @@ ZOO: dict[str, ZooEntry] = {
                  dict(length=48),
                  "pretrained MiniLM-L6 (all-MiniLM-L6-v2), an exit after each of its 6 layers, Rotten Tomatoes "
                  "sentiment; DeeBERT two-stage training (~10 min on 2 cores)"),
+        ZooEntry("minilm-rt-pabee", "eecompile.model.bert:minilm", "rotten-tomatoes",
+                 Recipe(mode="joint", epochs=1, lr=5e-5, batch_size=32, head_lr=1e-3,
+                        exit_weights=(1.0, 2.0, 3.0, 4.0, 5.0, 6.0)),
+                 dict(length=48),
+                 "minilm-rt trained as PABEE does: every exit at once, loss weighted by depth (~9 min on 2 cores)"),
     ]
 }
 
