@@ -89,10 +89,13 @@ def test_tiny_bert_with_minilm_tokenizer_exports_and_takes_text(rt_data, target,
     assert early.exit_idx.max() <= 2 and (early.exit_idx >= 1).all()  # PABEE: 2 agreeing exits, at exit 1 soonest
 
 
-def test_tiny_bert_fp32_in_the_c_harness_matches_python(tmp_path):
-    """The float path of the C harness on BERT stages (embedding constants, exact GELU as
-    builtin ops, the mask passed through every stage as one tensor): every exit's fp32 logits
-    match the Python runtime's, and entropy (DeeBERT) and patience (PABEE) take the same exits."""
+@pytest.mark.parametrize("target", ["tflite-fp32", "tflite-dynamic"])
+def test_tiny_bert_in_the_c_harness_matches_python(target, tmp_path):
+    """The float paths of the C harness on BERT stages (embedding constants, exact GELU as
+    builtin ops, the mask passed through every stage as one tensor), in fp32 and in dynamic-range
+    int8 (int8 weights and matmuls, float LayerNorm/Softmax/GELU): validation passes, every
+    exit's logits match the Python runtime's, and entropy (DeeBERT) and patience (PABEE) take
+    the same exits."""
     import json
     import subprocess
 
@@ -111,8 +114,12 @@ def test_tiny_bert_fp32_in_the_c_harness_matches_python(tmp_path):
     data = {"train": token_task(2000, 11), "val": token_task(300, 12), "test": token_task(300, 13)}
     train(model, data["train"], Recipe(mode="joint", epochs=8, lr=3e-3, batch_size=64), quiet=True)
     assert exit_accuracies(model, data["test"])[-1] > 0.85
-    bundle = export(model, "tflite-fp32", data["train"].take(64), tmp_path / "fp32", val_data=data["val"],
+    bundle = export(model, target, data["train"].take(64), tmp_path / target, val_data=data["val"],
                     options=ExportOptions(quiet=True))
+    v = bundle.manifest.validation
+    assert v["passed"] and min(e["top1_agreement"] for e in v["exits"]) >= 0.99, v
+    if target == "tflite-dynamic":  # int8 weights: not the float graph, but close to it
+        assert all(25 < e["snr_db"] < 100 for e in v["exits"]), [e["snr_db"] for e in v["exits"]]
     exe = built(bundle, tmp_path).ee_run
     lib = str(find_litert_lib())
     x = data["test"].x
