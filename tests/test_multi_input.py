@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -23,7 +22,7 @@ from eecompile.errors import ContractError, DataError, InputError
 from eecompile.model.contract import EarlyExitModel
 from eecompile.model.train import exit_accuracies, train
 from eecompile.model.zoo import Recipe
-from test_token_ids import L, VOCAB, Embed, Encoder, Head, token_task, word_tokenizer
+from test_token_ids import L, VOCAB, Embed, Encoder, Head, cli, profile_on_host, token_task, word_tokenizer
 
 
 class EmbedWithMask(Embed):
@@ -216,16 +215,7 @@ def test_profile_and_calibrate_take_several_inputs(int8_text_bundle, trained, tm
     b = tmp_path / "b"
     shutil.copytree(int8_text_bundle.root, b)
 
-    def cli(*args):
-        return subprocess.run([sys.executable, "-m", "eecompile", *map(str, args)], capture_output=True, text=True,
-                              timeout=900)
-
-    res = cli("profile", b, "--device", "host", "--runs", "50", "--warmup", "5", "--min-secs", "0.3",
-              "--max-secs", "20", "-o", tmp_path / "prof.json")
-    assert res.returncode == 0, res.stderr
-    prof = json.loads((tmp_path / "prof.json").read_text())
-    p50 = [e["latency_us"]["p50"] for e in prof["exits"]]
-    assert prof["complete"] and len(p50) == 3 and all(b_ > a for a, b_ in zip(p50, p50[1:])), p50
+    profile_on_host(b, tmp_path / "prof.json")
     ids, mask = data["test"].x
     np.savez(tmp_path / "cal.npz", x0=ids, x1=mask, y=data["test"].y)
     res = cli("calibrate", b, "--data", tmp_path / "cal.npz", "--budget", "accuracy-drop=1", "-o", tmp_path / "r.json")

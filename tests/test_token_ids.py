@@ -324,12 +324,30 @@ def test_cli_run_text(text_bundle):
     assert "input (ids): int64 (12,), values 0..31\n  text: tokenizer.json (vocabulary 32, max length 12" in res.output
 
 
+def cli(*args) -> subprocess.CompletedProcess:
+    """The eecompile CLI in its own process."""
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "eecompile", *map(str, args)], capture_output=True, text=True,
+                          timeout=900)
+
+
+def profile_on_host(bundle_dir, out) -> list[float]:
+    """A short host profile of a 3-exit bundle through ee_profile: complete, p50 rising with depth."""
+    res = cli("profile", bundle_dir, "--device", "host", "--runs", "50", "--warmup", "5", "--min-secs", "0.3",
+              "--max-secs", "20", "-o", out)
+    assert res.returncode == 0, res.stderr
+    prof = json.loads(out.read_text())
+    p50 = [e["latency_us"]["p50"] for e in prof["exits"]]
+    assert prof["complete"] and len(p50) == 3 and all(b > a for a, b in zip(p50, p50[1:])), p50
+    return p50
+
+
 def test_profile_calibrate_and_harness_on_a_text_bundle(text_bundle, trained, tmp_path):
     """The rest of the loop takes token ids as it takes images: the host profile runs the
     bundle's own int64 samples through ee_profile, calibration reads labelled ids from a .npz,
     and the regenerated harness runs the calibrated rule."""
     import shutil
-    import sys
 
     from conftest import require_tools
 
@@ -338,16 +356,7 @@ def test_profile_calibrate_and_harness_on_a_text_bundle(text_bundle, trained, tm
     b = tmp_path / "b"
     shutil.copytree(text_bundle.root, b)
 
-    def cli(*args):
-        return subprocess.run([sys.executable, "-m", "eecompile", *map(str, args)], capture_output=True, text=True,
-                              timeout=900)
-
-    res = cli("profile", b, "--device", "host", "--runs", "50", "--warmup", "5", "--min-secs", "0.3",
-              "--max-secs", "20", "-o", tmp_path / "prof.json")
-    assert res.returncode == 0, res.stderr
-    prof = json.loads((tmp_path / "prof.json").read_text())
-    p50 = [e["latency_us"]["p50"] for e in prof["exits"]]
-    assert prof["complete"] and len(p50) == 3 and all(b_ > a for a, b_ in zip(p50, p50[1:])), p50
+    profile_on_host(b, tmp_path / "prof.json")
 
     np.savez(tmp_path / "cal.npz", x=data["test"].x, y=data["test"].y)
     res = cli("calibrate", b, "--data", tmp_path / "cal.npz", "--budget", "accuracy-drop=1", "-o", tmp_path / "r.json")

@@ -59,8 +59,8 @@ def _check_ids(x: np.ndarray, what: str, dtype: str, value_range, error: type[Ee
         raise error(f"{what}: dtype {x.dtype}, expected integers ({dtype}): this model takes token ids",
                     hint="tokenize the text with the model's tokenizer; pass the ids as an integer array, "
                          "e.g. np.asarray(ids, dtype=np.int64)")
-    lo, hi = (int(v) for v in value_range) if value_range is not None else (
-        (-(2**31), 2**31 - 1) if dtype == "int32" else (-(2**63), 2**63 - 1))
+    info = np.iinfo(dtype)
+    lo, hi = (int(v) for v in value_range) if value_range is not None else (int(info.min), int(info.max))
     if x.size:
         bad = (x < lo) | (x > hi)
         if bad.any():
