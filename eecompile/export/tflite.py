@@ -205,8 +205,9 @@ def _smoke_run(data: bytes, sample: dict[str, np.ndarray], stage_idx: int, preci
     except RuntimeError as exc:
         op = str(exc).strip().splitlines()[-1][:200]
         raise UnsupportedOpError(f"stage {stage_idx}: the {precision} graph does not run in LiteRT ({op})",
-                                 hint="export this model with --target tflite-fp16 or tflite-fp32 (an int8 "
-                                      "kernel rejected its inputs; exact GELU is one known case)") from exc
+                                 hint="export this model with --target tflite-dynamic (int8 weights and matmuls, "
+                                      "float elsewhere), tflite-fp16 or tflite-fp32 (an int8 kernel rejected its "
+                                      "inputs; exact GELU is one known case)") from exc
 
 
 def _io_specs(data: bytes, torch_in: list[tuple[str, str, list[int]]], torch_out: list[tuple[str, str, list[int]]],
