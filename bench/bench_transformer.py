@@ -15,6 +15,8 @@ with early exits.
    operating point of each policy is chosen on the validation split only: the fewest layers at
    <= 1 point below the final exit's validation accuracy; the mean latency at each operating
    point (test exit shares x profiled p50 per exit).
+5. C parity on that bundle: ee_run on the test ids, every exit's logits against the Python
+   runtime's (max abs difference) and the exits taken by both policies at their operating points.
 
 Usage: python3 bench/bench_transformer.py [--out bench-out/transformer] [--model minilm-rt]
        [--targets tflite-fp32,tflite-fp16,tflite-dynamic]
@@ -77,6 +79,35 @@ def profile_host(bundle_root: Path, out: Path) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"eecompile profile failed: {proc.stderr[-2000:]}")
     return json.loads(out.read_text())
+
+
+def c_parity(bundle, x: np.ndarray, points: dict, out: Path) -> dict:
+    """ee_run (the C harness) vs the Python runtime on ``x``: the largest logit difference over
+    every exit, and the share of samples whose exit (and class) agree at each operating point."""
+    from eecompile.harness import build_harness, find_litert_lib, generate_harness
+
+    exe = build_harness(generate_harness(bundle, out / "harness", force=True)).ee_run
+    np.save(out / "test_ids.npy", x)
+    lib = str(find_litert_lib())
+
+    def ee_run(*args: str) -> dict:
+        proc = subprocess.run([str(exe), str(bundle.root), str(out / "test_ids.npy"), "--litert", lib, "--json",
+                               *args], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"ee_run failed: {proc.stderr[-2000:]}")
+        return json.loads(proc.stdout)
+
+    rt = Runtime(bundle)
+    ee_run("--all-exits", "--dump-logits", str(out / "logits.bin"))
+    ref = rt.run(x, no_early_exit=True, keep_logits=True).exit_logits
+    c = np.fromfile(out / "logits.bin", dtype=np.float32).reshape(len(x), len(ref), -1)
+    res = {"max_abs_logit_diff": float(max(np.abs(c[:, k] - ref[k]).max() for k in range(len(ref))))}
+    for name, p in points.items():
+        got = ee_run("--policy", name, "--thresholds", str(p["threshold"]))["samples"]
+        py = rt.run(x, policy=name, thresholds=float(p["threshold"]))
+        res[name] = {"exit_agreement": float(np.mean([s["exit_idx"] for s in got] == py.exit_idx)),
+                     "class_agreement": float(np.mean([s["class_idx"] for s in got] == py.class_idx))}
+    return res
 
 
 def profile_rounds(roots: dict[str, Path], out: Path, rounds: int = 2) -> dict[str, dict]:
@@ -184,8 +215,12 @@ def main() -> int:
         mean_lat = float(np.dot(p["test"]["exit_shares"], p50))
         p["mean_latency_us"] = mean_lat
         p["latency_saved"] = 1 - mean_lat / p50[-1]
+    parity = c_parity(b, data["test"].x, points, out)
+    print(f"C harness vs Python on {target}: max |logit diff| {parity['max_abs_logit_diff']:.3g}; "
+          + "; ".join(f"{n}: exits agree {100 * parity[n]['exit_agreement']:.1f}%, classes "
+                      f"{100 * parity[n]['class_agreement']:.1f}%" for n in points))
     res.update(curve_target=target, test_full_accuracy=test_full, val_full_accuracy=val_full, curves=curves,
-               operating_points=points, c_latency_p50_us=p50, elapsed_s=round(time.time() - t0, 1))
+               operating_points=points, c_latency_p50_us=p50, c_parity=parity, elapsed_s=round(time.time() - t0, 1))
     plot(out / "transformer_curve.png", curves, points, target)
     (out / "transformer_bench.json").write_text(json.dumps(res, indent=2))
     print(f"C runner p50 per exit (us): " + ", ".join(f"{v:.0f}" for v in p50))
